@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need, skipping what is already there:
+# Debian packages (FFCV's build needs turbojpeg and OpenCV; the demo data is Debian's
+# Fashion-MNIST), then a .venv with torch, FFCV and this project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="libturbojpeg0-dev libopencv-dev pkg-config dataset-fashion-mnist"
+TORCH="torch==2.14.1 torchvision==0.29.1"
+VENV=.venv
+PY=${PYTHON:-python3}
+
+missing=""
+for p in $APT_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing Debian packages:$missing" >&2
+        echo "setup: run as root: apt-get update && apt-get install -y$missing" >&2
+        exit 1
+    fi
+    echo "setup: apt-get install$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# The stamp holds a hash of what we install; a changed pyproject.toml reinstalls.
+stamp="$VENV/.vitday-installed"
+want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check "$@"; }
+echo "setup: installing into $VENV (torch, FFCV from source, vitday)"
+pip install $TORCH
+pip install "setuptools>=64" wheel numpy cython
+# FFCV 1.0.2 ships only an sdist; it builds against the apt libraries above.
+pip install --no-build-isolation "ffcv==1.0.2"
+pip install --no-build-isolation -e ".[test]"
+echo "$want" > "$stamp"
