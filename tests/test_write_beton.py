@@ -1,0 +1,228 @@
+"""tools/write_beton.py: round trip, messy files, manifest, atomic writes and reruns."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ffcv.reader import Reader
+from PIL import Image
+
+from tests.conftest import write_odd_files, write_set
+from tools import write_beton
+from tools.synthetic import make_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _field(beton: Path, name: str) -> np.ndarray:
+    reader = Reader(str(beton))
+    return reader.metadata[f"f{list(reader.handlers).index(name)}"]
+
+
+def stored_sizes(beton: Path) -> list[tuple[int, int]]:
+    meta = _field(beton, "image")
+    return [(int(h), int(w)) for h, w in zip(meta["height"], meta["width"])]
+
+
+def stored_labels(beton: Path) -> np.ndarray:
+    return _field(beton, "label").astype(np.int64).ravel()
+
+
+def read_images(beton: Path, size: int) -> np.ndarray:
+    """All images of a beton whose images are all size x size, as (N, size, size, 3)."""
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor
+    loader = Loader(str(beton), batch_size=64, order=OrderOption.SEQUENTIAL, num_workers=1,
+                    drop_last=False, pipelines={"image": [SimpleRGBImageDecoder()],
+                                                "label": [IntDecoder()]})
+    return np.concatenate([np.array(x, copy=True) for x, _ in loader])
+
+
+# ------------------------------------------------------------------ round trip
+
+def test_round_trip_counts_labels_class_order(tiny_folder, tiny_betons):
+    m = json.loads((tiny_betons / "manifest.json").read_text())
+    assert m["classes"] == ["class_00", "class_01", "class_02"]
+    assert m["splits"]["train"]["count"] == 24 and m["splits"]["val"]["count"] == 12
+    assert m["splits"]["train"]["skipped"] == [] and m["tool_version"] == write_beton.TOOL_VERSION
+    for split, per_class in (("train", 8), ("val", 4)):
+        for res in (16, 32):
+            labels = stored_labels(tiny_betons / f"{split}_{res}.beton")
+            assert sorted(np.bincount(labels, minlength=3).tolist()) == [per_class] * 3
+    # Written in a shuffled order, the same for every resolution of a split.
+    train16 = stored_labels(tiny_betons / "train_16.beton")
+    assert (train16 == stored_labels(tiny_betons / "train_32.beton")).all()
+    assert (np.diff(train16) != 0).sum() > 3, "labels look class-sorted"
+
+
+def test_manifest_describes_every_beton(tiny_betons):
+    m = json.loads((tiny_betons / "manifest.json").read_text())
+    assert m["raw_max_res"] == 16 and m["jpeg_quality"] == 90
+    got = {(b["split"], b["resolution"]): b for b in m["betons"]}
+    assert set(got) == {(s, r) for s in ("train", "val") for r in (16, 32)}
+    for (split, res), b in got.items():
+        path = tiny_betons / b["path"]
+        assert path.name == f"{split}_{res}.beton"
+        assert b["bytes"] == path.stat().st_size
+        assert b["mode"] == ("raw" if res <= 16 else "jpg")
+        assert b["quality"] == (None if b["mode"] == "raw" else 90)
+        assert b["count"] == m["splits"][split]["count"]
+
+
+def test_longest_side_shrunk_never_enlarged(tiny_folder, tiny_betons):
+    sources = [Image.open(p).size for p in sorted((tiny_folder / "train").glob("*/*.JPEG"))]
+    longest_src = max(max(s) for s in sources)
+    assert longest_src < 64
+    for h, w in stored_sizes(tiny_betons / "train_16.beton"):
+        assert max(h, w) == 16
+    for h, w in stored_sizes(tiny_betons / "train_32.beton"):
+        assert max(h, w) == 32
+    # A resolution above every source size keeps the source size.
+    out = tiny_betons.parent / "big"
+    write_set(tiny_folder, out, resolutions=(64,), splits=["train"])
+    assert sorted(stored_sizes(out / "train_64.beton")) == sorted((h, w) for w, h in sources)
+
+
+def test_pixels_match_resized_source(tmp_path):
+    """Raw betons hold exactly the resized source; JPEG betons within JPEG tolerance."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=4, size=(48, 48), jitter=0.0,
+                      splits={"val": 1}, seed=3)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(24, 40), raw_max_res=24, splits=["train"])
+    files = sorted((src / "train").glob("*/*.JPEG"))
+    for res, tol in ((24, 0.0), (40, 4.0)):
+        want = np.stack([write_beton.load_rgb(f, res) for f in files]).astype(np.float32)
+        got = read_images(out / f"train_{res}.beton", res).astype(np.float32)
+        labels = stored_labels(out / f"train_{res}.beton")
+        # Match each stored image to its source (stored order is shuffled).
+        err = np.abs(got[:, None] - want[None]).mean(axis=(2, 3, 4))  # (stored, source)
+        match = err.argmin(axis=1)
+        assert sorted(match.tolist()) == list(range(len(files))), "not a one-to-one match"
+        assert err.min(axis=1).max() <= tol
+        assert [int(f.parent.name[-2:]) for f in np.array(files)[match]] == labels.tolist()
+
+
+# ------------------------------------------------------------------ messy folders
+
+def test_odd_files_converted_and_bad_files_listed(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=4)
+    kinds = write_odd_files(src / "train" / "class_01", np.random.default_rng(0))
+    (src / "train" / "stray_file.JPEG").write_bytes(b"at class level: ignored")
+    out = tmp_path / "out"
+    m = write_set(src, out, resolutions=(16,), max_bad_fraction=0.5)
+    skipped = {Path(s["path"]).name: s["reason"] for s in m["splits"]["train"]["skipped"]}
+    assert set(skipped) == {n for n, k in kinds.items() if k == "bad"}
+    assert skipped["empty.JPEG"] == "empty file"
+    assert "cannot decode" in skipped["truncated.JPEG"]
+    assert "identify" in skipped["notes.JPEG"]
+    n_ok = sum(k == "ok" for k in kinds.values())
+    assert m["splits"]["train"]["count"] == 6 + n_ok
+    assert m["splits"]["train"]["listed"] == 6 + len(kinds)  # hidden and stray not listed
+
+
+def test_load_rgb_conversions(tmp_path):
+    d = tmp_path / "odd"
+    write_odd_files(d, np.random.default_rng(0))
+    for name in ("cmyk.JPEG", "png_named.JPEG", "grey.JPEG", "palette.png", "rgba.png",
+                 "deep16.png", "exif_rotated.JPEG"):
+        arr = write_beton.load_rgb(d / name, 64)
+        assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3, name
+    assert write_beton.load_rgb(d / "exif_rotated.JPEG", 64).shape == (40, 30, 3)  # turned
+    assert write_beton.load_rgb(d / "grey.JPEG", 64).shape == (30, 40, 3)
+    rgba = write_beton.load_rgb(d / "rgba.png", 64)
+    assert (rgba[:10, :10] == 255).all(), "transparent pixels must be white"
+    deep = write_beton.load_rgb(d / "deep16.png", 64).astype(int)
+    assert deep.max() > 200 and np.array_equal(deep[..., 0], deep[..., 1])
+    grey = write_beton.load_rgb(d / "grey.JPEG", 64)
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+    for name in ("empty.JPEG", "truncated.JPEG", "notes.JPEG"):
+        with pytest.raises(ValueError):
+            write_beton.load_rgb(d / name, 64)
+
+
+def test_too_many_bad_files_writes_nothing(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=5)
+    write_odd_files(src / "train" / "class_00", np.random.default_rng(1))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "write_beton.py"), str(src), str(out),
+                        "--resolutions", "16", "--workers", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "max-bad-fraction" in last and "train" in last
+    assert "warning: skipped train/class_00/empty.JPEG: empty file" in r.stderr
+    assert not any(out.glob("*.beton")) and not (out / "manifest.json").exists()
+
+
+def test_val_class_missing_from_train_is_an_error(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=2, size=(20, 20), seed=6)
+    (src / "val" / "class_99").mkdir()
+    with pytest.raises(write_beton.WriteError, match="class_99.*not among the train classes"):
+        write_set(src, tmp_path / "out")
+    with pytest.raises(write_beton.WriteError, match="missing folder"):
+        write_set(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    for args, field in ((["--resolutions", "a,b"], "--resolutions"),
+                        (["--jpeg-quality", "0"], "--jpeg-quality"),
+                        (["--max-bad-fraction", "2"], "--max-bad-fraction")):
+        r = subprocess.run([sys.executable, str(ROOT / "tools" / "write_beton.py"), str(tmp_path),
+                            str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and field in r.stderr
+
+
+# ------------------------------------------------------------------ interruptions and reruns
+
+def test_rerun_redoes_only_missing_or_changed(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=4, size=(40, 30), seed=7)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(16, 32))
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+
+    # An interrupted write: one beton gone, a partial file left behind.
+    (out / "train_32.beton").unlink()
+    (out / ".train_32.beton.partial").write_bytes(b"half a beton")
+    write_set(src, out, resolutions=(16, 32))
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    assert set(now) == set(stamp)
+    assert [n for n in now if now[n] != stamp.get(n)] == ["train_32.beton"]
+    assert not (out / ".train_32.beton.partial").exists()
+
+    # Other settings (JPEG quality) redo only the JPEG betons.
+    write_set(src, out, resolutions=(16, 32), quality=70)
+    again = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    assert sorted(n for n in again if again[n] != now[n]) == ["train_32.beton", "val_32.beton"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert {b["path"]: b["quality"] for b in m["betons"]}["val_32.beton"] == 70
+
+    # A beton whose bytes changed behind our back is rewritten.
+    with open(out / "val_16.beton", "ab") as f:
+        f.write(b"\0")
+    write_set(src, out, resolutions=(16, 32), quality=70)
+    assert (out / "val_16.beton").stat().st_mtime_ns != again["val_16.beton"]
+
+
+def test_failure_while_writing_leaves_nothing_final(tmp_path, monkeypatch):
+    """A file that passes the check and then fails inside FFCV's writer processes (it
+    changed on disk): no hang, a clear error, no <split>_<r>.beton and no manifest."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=8)
+    out = tmp_path / "out"
+    victim = sorted((src / "train").glob("*/*.JPEG"))[2]
+    real_probe = write_beton.probe_split
+
+    def probe_then_break(items, *a, **kw):
+        reasons = real_probe(items, *a, **kw)
+        victim.write_bytes(b"")  # the file breaks between the check and the write
+        return reasons
+
+    monkeypatch.setattr(write_beton, "probe_split", probe_then_break)
+    with pytest.raises(write_beton.WriteError, match="train_16.beton: 1 file.*unreadable"):
+        write_set(src, out, resolutions=(16,))
+    assert not list(out.glob("*.beton")) and not (out / "manifest.json").exists()
+    assert not list(out.glob(".*.partial"))

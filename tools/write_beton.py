@@ -1,0 +1,372 @@
+"""An ImageNet-style folder becomes FFCV betons at several maximum resolutions.
+
+    python tools/write_beton.py SRC OUT --resolutions 32,64,128,224 [--workers N]
+        [--jpeg-quality Q] [--raw-max-res R] [--max-per-class K] [--splits train,val]
+        [--max-bad-fraction F] [--seed S]
+
+SRC holds train/ and val/, one folder per class. For each split and resolution r this writes
+OUT/<split>_<r>.beton: every image converted to RGB, its longest side shrunk to r (never
+enlarged), stored as raw pixels when r <= --raw-max-res (FFCV decodes a whole stored JPEG
+before cropping, so at low resolution the decode is the bottleneck and raw pixels win) and
+as JPEG above. OUT/manifest.json, written last, describes the set; the trainer trusts it.
+
+Safety: each beton is written under a temporary name and renamed when complete, with a
+hidden record of its settings beside it; a rerun redoes only the betons that are missing or
+were written with other settings. Unreadable files are skipped and listed; if more than
+--max-bad-fraction of a split is unreadable, nothing final is written and the exit is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool, Value
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+TOOL_VERSION = "1.0"
+DEFAULT_RAW_MAX_RES = 64
+DEFAULT_QUALITY = 90
+IMAGE_FIELD, LABEL_FIELD = "image", "label"
+
+
+class WriteError(Exception):
+    """Bad input or settings: main() prints it as one line and exits 1."""
+
+
+# ---------------------------------------------------------------- reading the folder
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    rel: str      # path relative to SRC, as recorded in the manifest
+    label: int
+
+
+def list_classes(src: Path) -> list[str]:
+    train = src / "train"
+    if not train.is_dir():
+        raise WriteError(f"{train}: missing folder (SRC must hold train/<class>/ folders)")
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise WriteError(f"{train}: no class folders found")
+    return classes
+
+
+def list_split(src: Path, split: str, classes: list[str], max_per_class: int | None) -> list[Item]:
+    """Files of one split in (class, name) order. Hidden files, files at class level and
+    sub-folders inside class folders are ignored."""
+    root = src / split
+    if not root.is_dir():
+        raise WriteError(f"{root}: missing folder (expected {split}/<class>/ folders)")
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if d.name not in index:
+            raise WriteError(f"{d}: class '{d.name}' is not among the train classes")
+        files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        if max_per_class is not None:
+            files = files[:max_per_class]
+        items += [Item(f, f"{split}/{d.name}/{f.name}", index[d.name]) for f in files]
+    return items
+
+
+# ---------------------------------------------------------------- decoding one image
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any decodable PIL image as 8-bit RGB: alpha over white, 16-bit scaled down."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.int64)
+        if img.mode != "I" or arr.max(initial=0) > 255:
+            arr = arr >> 8
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.max(initial=0) <= 1.0:
+            arr = arr * 255
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(w, h) with the longest side shrunk to max_side; never enlarged."""
+    longest = max(w, h)
+    if longest <= max_side:
+        return w, h
+    s = max_side / longest
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def load_rgb(path: Path, max_side: int) -> np.ndarray:
+    """Decodes path to an (H, W, 3) uint8 array, EXIF orientation applied, longest side
+    <= max_side. Raises ValueError with the reason for empty, truncated or non-image files."""
+    if path.stat().st_size == 0:
+        raise ValueError("empty file")
+    try:
+        with Image.open(path) as img:
+            target = fit_size(*img.size, max_side)
+            # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 size when that still covers the
+            # target; the low-resolution betons then cost a fraction of a full decode.
+            if img.format == "JPEG":
+                img.draft("RGB", target)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except UnidentifiedImageError:
+        raise ValueError("not an image PIL can identify") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot decode: {e}") from None
+    size = fit_size(*img.size, max_side)
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _probe(arg: tuple[Path, int]) -> str | None:
+    path, max_side = arg
+    try:
+        load_rgb(path, max_side)
+        return None
+    except ValueError as e:
+        return str(e)
+
+
+def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> list[str | None]:
+    """Decodes every file once (at the smallest resolution, so cheaply); returns a reason
+    per unreadable file, None per good one."""
+    args = [(it.path, max_side) for it in items]
+    if workers <= 1:
+        return [_probe(a) for a in tqdm(args, desc=desc, unit="img")]
+    with Pool(workers) as pool:
+        return list(tqdm(pool.imap(_probe, args, chunksize=64), total=len(args),
+                         desc=desc, unit="img"))
+
+
+# ---------------------------------------------------------------- writing betons
+
+class ResizedFolder:
+    """The indexed dataset FFCV's writer pulls from: (H, W, 3) uint8 and a label.
+
+    FFCV's writer waits forever for a worker that raised, so a file that fails here (it
+    passed the check, then changed) is counted in a shared flag and replaced by a 1-pixel
+    placeholder; write_beton then discards the temporary file and fails."""
+
+    def __init__(self, items: list[Item], max_side: int):
+        self.items, self.max_side = items, max_side
+        self.failures = Value("i", 0)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        it = self.items[i]
+        try:
+            return load_rgb(it.path, self.max_side), it.label
+        except Exception as e:  # noqa: BLE001 - any failure must reach the parent
+            with self.failures.get_lock():
+                self.failures.value += 1
+            print(f"warning: {it.rel} failed while writing: {e}", file=sys.stderr)
+            return np.zeros((1, 1, 3), np.uint8), it.label
+
+
+def beton_settings(split: str, res: int, mode: str, quality: int, items: list[Item],
+                   order: np.ndarray) -> dict:
+    """What a beton is a function of; a rerun skips a beton whose record matches."""
+    h = hashlib.sha256()
+    for i in order:
+        h.update(f"{items[i].rel}\t{items[i].label}\n".encode())
+    return {"split": split, "resolution": res, "mode": mode,
+            "quality": quality if mode == "jpg" else None, "count": len(order),
+            "files_sha256": h.hexdigest(), "tool_version": TOOL_VERSION}
+
+
+def _record_path(beton: Path) -> Path:
+    return beton.with_name(f".{beton.name}.json")
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def is_current(beton: Path, settings: dict) -> bool:
+    rec = _record_path(beton)
+    if not (beton.is_file() and rec.is_file()):
+        return False
+    try:
+        saved = json.loads(rec.read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("settings") == settings and saved.get("bytes") == beton.stat().st_size
+
+
+def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mode: str,
+                quality: int, workers: int) -> None:
+    """Writes one beton under a temporary name, then renames it; its record goes last."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    tmp = beton.with_name(f".{beton.name}.partial")
+    _record_path(beton).unlink(missing_ok=True)
+    fields = {IMAGE_FIELD: RGBImageField(write_mode=mode, max_resolution=None,
+                                         jpeg_quality=quality),
+              LABEL_FIELD: IntField()}
+    writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers))
+    data = ResizedFolder(items, res)
+    writer.from_indexed_dataset(data, indices=order.tolist(), chunksize=100)
+    if data.failures.value:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{beton.name}: {data.failures.value} file(s) became unreadable "
+                         "while writing (warnings above); rerun to write this beton")
+    os.replace(tmp, beton)
+
+
+# ---------------------------------------------------------------- the whole tool
+
+def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers: int,
+        quality: int, raw_max_res: int, max_per_class: int | None,
+        max_bad_fraction: float, seed: int) -> dict:
+    """Writes the beton set and its manifest; returns the manifest."""
+    classes = list_classes(src)
+    listed = {s: list_split(src, s, classes, max_per_class) for s in splits}
+    for s, items in listed.items():
+        if not items:
+            raise WriteError(f"{src / s}: no image files found")
+
+    # Pass 1: find unreadable files before anything final is written.
+    kept, skipped = {}, {}
+    for s, items in listed.items():
+        reasons = probe_split(items, min(resolutions), workers, desc=f"check {s}")
+        skipped[s] = [{"path": it.rel, "reason": r} for it, r in zip(items, reasons) if r]
+        kept[s] = [it for it, r in zip(items, reasons) if r is None]
+        for sk in skipped[s]:
+            print(f"warning: skipped {sk['path']}: {sk['reason']}", file=sys.stderr)
+        frac = len(skipped[s]) / len(items)
+        if frac > max_bad_fraction:
+            raise WriteError(
+                f"{src / s}: {len(skipped[s])} of {len(items)} files unreadable "
+                f"({100 * frac:.2f} %), above --max-bad-fraction {100 * max_bad_fraction:.2f} %; "
+                "nothing written")
+        if not kept[s]:
+            raise WriteError(f"{src / s}: no readable images")
+    n_skipped = sum(len(v) for v in skipped.values())
+    n_listed = sum(len(v) for v in listed.values())
+    print(f"checked {n_listed} files: {n_skipped} skipped as unreadable")
+
+    # Pass 2: the betons. The manifest goes first so nothing trusts a half-rewritten set.
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest_path.unlink(missing_ok=True)
+    rng = np.random.default_rng(seed)
+    betons, rows = [], []
+    for s in splits:
+        # One shuffled order per split, shared by all resolutions, so that FFCV's
+        # QUASI_RANDOM order does not yield class-sorted batches.
+        order = rng.permutation(len(kept[s]))
+        for res in sorted(resolutions):
+            mode = "raw" if res <= raw_max_res else "jpg"
+            beton = out / f"{s}_{res}.beton"
+            settings = beton_settings(s, res, mode, quality, kept[s], order)
+            if is_current(beton, settings):
+                rate = "reused"
+            else:
+                t0 = time.perf_counter()
+                write_beton(beton, kept[s], order, res, mode, quality, workers)
+                rate = f"{len(order) / (time.perf_counter() - t0):.0f}"
+                _atomic_write_json(_record_path(beton),
+                                   {"settings": settings, "bytes": beton.stat().st_size})
+            size = beton.stat().st_size
+            betons.append({"split": s, "resolution": res, "path": beton.name, "mode": mode,
+                           "quality": settings["quality"], "count": len(order), "bytes": size})
+            rows.append((s, res, mode, len(order), size, rate))
+
+    manifest = {
+        "tool": "vitday tools/write_beton.py", "tool_version": TOOL_VERSION,
+        "source": str(src.resolve()), "classes": classes, "num_classes": len(classes),
+        "raw_max_res": raw_max_res, "jpeg_quality": quality, "seed": seed,
+        "fields": {"image": IMAGE_FIELD, "label": LABEL_FIELD},
+        "splits": {s: {"count": len(kept[s]), "listed": len(listed[s]), "skipped": skipped[s]}
+                   for s in splits},
+        "betons": betons,
+    }
+    _atomic_write_json(manifest_path, manifest)
+    print_table(rows)
+    if n_skipped:
+        print(f"{n_skipped} file(s) skipped as unreadable; listed in {manifest_path}")
+    return manifest
+
+
+def print_table(rows) -> None:
+    print(f"{'split':<6} {'res':>5} {'mode':<4} {'count':>9} {'size':>10} {'images/s':>9}")
+    for s, res, mode, n, size, rate in rows:
+        print(f"{s:<6} {res:>5} {mode:<4} {n:>9} {size / 2**20:>8.1f}Mi {rate:>9}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'")
+    if not vals or any(v < 8 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected resolutions >= 8, got '{text}'")
+    return sorted(set(vals))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("src", type=Path, help="folder with train/<class>/ and val/<class>/")
+    p.add_argument("out", type=Path, help="output folder for the betons and manifest.json")
+    p.add_argument("--resolutions", type=_int_list, default=[32, 64, 128, 224],
+                   help="maximum longest sides, comma-separated (default 32,64,128,224)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for decoding and writing (default: all cores)")
+    p.add_argument("--jpeg-quality", type=int, default=DEFAULT_QUALITY,
+                   help=f"JPEG quality of the jpg betons (default {DEFAULT_QUALITY})")
+    p.add_argument("--raw-max-res", type=int, default=DEFAULT_RAW_MAX_RES,
+                   help=f"resolutions up to this are stored as raw pixels (default {DEFAULT_RAW_MAX_RES})")
+    p.add_argument("--max-per-class", type=int, default=None,
+                   help="at most K files per class and split (first K by name)")
+    p.add_argument("--splits", default="train,val", help="splits to write (default train,val)")
+    p.add_argument("--max-bad-fraction", type=float, default=0.001,
+                   help="fail if more than this fraction of a split is unreadable (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffled write order")
+    args = p.parse_args(argv)
+    args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    if not args.splits or len(set(args.splits)) != len(args.splits):
+        p.error(f"--splits: expected distinct comma-separated names, got {','.join(args.splits)}")
+    if not 1 <= args.jpeg_quality <= 100:
+        p.error(f"--jpeg-quality: expected 1..100, got {args.jpeg_quality}")
+    if args.max_per_class is not None and args.max_per_class < 1:
+        p.error(f"--max-per-class: expected >= 1, got {args.max_per_class}")
+    if not 0 <= args.max_bad_fraction <= 1:
+        p.error(f"--max-bad-fraction: expected 0..1, got {args.max_bad_fraction}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    try:
+        run(a.src, a.out, a.resolutions, a.splits, a.workers, a.jpeg_quality, a.raw_max_res,
+            a.max_per_class, a.max_bad_fraction, a.seed)
+    except WriteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
