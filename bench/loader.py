@@ -1,0 +1,119 @@
+"""Loader throughput: our FFCV betons vs torchvision ImageFolder, same cores, same output.
+
+    python bench/loader.py [--images 2000] [--sizes 64,128,224] [--workers N]
+        [--work data/bench_loader] [--out results/loader_bench.json]
+
+Makes (once, kept in --work) a folder of ImageNet-sized JPEGs (about 500x375, quality 90,
+seeded textures with a real decode cost), writes betons of it with tools/write_beton.py
+(timing the writer), then measures images/s of
+  (a) torchvision ImageFolder + DataLoader: RandomResizedCrop + flip + PILToTensor, and
+  (b) pipeline.data's FFCV train loader: random-resized crop from the smallest serving beton
+      (flip runs later, on the training device),
+both yielding uint8 (B, 3, S, S) batches on the CPU. Each figure is the median of --repeats
+passes over the folder after one warm-up pass (FFCV's JIT, the OS page cache).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.data import BetonSet
+from tools import write_beton
+from tools.synthetic import make_folder
+
+
+def images_per_s(make_iter, repeats: int) -> float:
+    """Median images/s over `repeats` full passes, after one warm-up pass."""
+    rates = []
+    for i in range(repeats + 1):
+        n, t0 = 0, time.perf_counter()
+        for images, _ in make_iter():
+            n += images.shape[0]
+        if i:  # the first pass warms up
+            rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def torchvision_iter(root: Path, size: int, batch: int, workers: int):
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.RandomResizedCrop(size, antialias=True),
+                             transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
+    ds = datasets.ImageFolder(str(root / "train"), transform=tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                         drop_last=False, persistent_workers=workers > 0)
+    return lambda: iter(loader)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=2000, help="train images in the folder")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--sizes", default="64,128,224")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--raw-max-res", type=int, default=write_beton.DEFAULT_RAW_MAX_RES)
+    p.add_argument("--work", type=Path, default=Path("data/bench_loader"))
+    p.add_argument("--out", type=Path, default=Path("results/loader_bench.json"))
+    a = p.parse_args(argv)
+    sizes = [int(s) for s in a.sizes.split(",")]
+
+    src = a.work / f"jpeg_{a.images}"
+    if not (src / "train").is_dir():
+        print(f"making {a.images} synthetic ImageNet-sized JPEGs in {src} ...")
+        tmp = src.with_name(src.name + ".partial")
+        make_folder(tmp, a.classes, a.images // a.classes, size=(500, 375), splits={"val": 1})
+        tmp.rename(src)
+    betons = a.work / f"betons_{a.images}"
+    for b in betons.glob("*.beton"):  # time a full write every run
+        b.unlink()
+    t0 = time.perf_counter()
+    write_beton.run(src, betons, sizes, ["train"], a.workers, 90, a.raw_max_res, None, 0.001, 0)
+    write_s = time.perf_counter() - t0
+    n_train = BetonSet(betons).count("train")
+
+    rows = []
+    bs = BetonSet(betons)
+    for size in sizes:
+        ffcv_loader = bs.loader("train", batch_size=a.batch, output_size=size,
+                                num_workers=a.workers, drop_last=False)
+        ffcv = images_per_s(lambda: iter(ffcv_loader), a.repeats)
+        tv = images_per_s(torchvision_iter(src, size, a.batch, a.workers), a.repeats)
+        rows.append({"size": size, "beton": ffcv_loader.beton.path.name,
+                     "mode": ffcv_loader.beton.mode, "ffcv_images_per_s": ffcv,
+                     "torchvision_images_per_s": tv, "speedup": ffcv / tv})
+
+    result = {
+        "benchmark": "loader", "images": n_train, "batch": a.batch, "workers": a.workers,
+        "repeats": a.repeats, "writer_images_per_s": n_train * len(sizes) / write_s,
+        "writer_seconds": write_s, "rows": rows,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+    print(f"\nloader benchmark: {n_train} images of ~500x375, batch {a.batch}, "
+          f"{a.workers} workers, median of {a.repeats}")
+    print(f"{'size':>5} {'beton':<16} {'ffcv img/s':>11} {'torchvision img/s':>18} {'speedup':>8}")
+    for r in rows:
+        print(f"{r['size']:>5} {r['beton'] + ' ' + r['mode']:<16} {r['ffcv_images_per_s']:>11.0f} "
+              f"{r['torchvision_images_per_s']:>18.0f} {r['speedup']:>7.1f}x")
+    print(f"writer: {result['writer_images_per_s']:.0f} images/s "
+          f"({n_train} images x {len(sizes)} resolutions in {write_s:.1f} s)")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(a.out.name + ".partial")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
