@@ -1,0 +1,302 @@
+"""Contracts of pipeline/augment.py on CPU: shapes, flip, mixing, erasing, strength, seeds,
+config errors, and the colour ops against PIL (what timm's RandAugment runs)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from pipeline.augment import (OPS, AugmentConfig, BatchAugment, color_op, geometric_theta,
+                              rand_augment)
+
+OFF = dict(flip=False, randaug_ops=0, mixup_alpha=0.0, cutmix_alpha=0.0, erase_prob=0.0,
+           label_smoothing=0.0)
+
+
+def images(B=8, S=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, generator=g)
+
+
+def normalize(x, cfg):
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    return (x.float() / 255 - mean) / std
+
+
+@pytest.mark.parametrize("S", [16, 32, 64])
+def test_shapes_dtypes_finite(S):
+    K = 10
+    aug = BatchAugment(AugmentConfig(), num_classes=K, seed=0)
+    x_in = images(8, S)
+    x_in[0] = 7  # a constant image: autocontrast/equalize/contrast must stay finite
+    for strength in (1.0, 0.5):
+        x, y = aug.train(x_in, torch.arange(8) % K, strength=strength)
+        assert x.shape == (8, 3, S, S) and x.dtype == torch.float32
+        assert y.shape == (8, K) and y.dtype == torch.float32
+        assert torch.isfinite(x).all() and torch.isfinite(y).all()
+        assert torch.allclose(y.sum(1), torch.ones(8), atol=1e-6)
+        assert (y >= 0).all()
+    e = aug.eval(x_in)
+    assert e.shape == (8, 3, S, S) and e.dtype == torch.float32
+
+
+def test_non_square_and_odd_batch():
+    aug = BatchAugment(AugmentConfig(), num_classes=5, seed=1)
+    x_in = torch.randint(0, 256, (7, 3, 24, 40), dtype=torch.uint8)
+    x, y = aug.train(x_in, torch.arange(7) % 5)
+    assert x.shape == (7, 3, 24, 40) and y.shape == (7, 5) and torch.isfinite(x).all()
+
+
+def test_eval_is_normalization():
+    cfg = AugmentConfig()
+    aug = BatchAugment(cfg, num_classes=3)
+    x_in = images()
+    assert torch.allclose(aug.eval(x_in), normalize(x_in, cfg), atol=1e-5)
+
+
+def test_flip_is_a_flip_and_targets_are_smoothed_one_hot():
+    cfg = AugmentConfig(**{**OFF, "flip": True, "label_smoothing": 0.1})
+    K, B = 10, 32
+    aug = BatchAugment(cfg, num_classes=K, seed=0)
+    x_in, labels = images(B), torch.arange(B) % K
+    x, y = aug.train(x_in, labels)
+    plain, mirrored = normalize(x_in, cfg), normalize(x_in.flip(3), cfg)
+    is_plain = torch.isclose(x, plain, atol=1e-5).flatten(1).all(1)
+    is_mirror = torch.isclose(x, mirrored, atol=1e-5).flatten(1).all(1)
+    assert (is_plain | is_mirror).all()
+    assert is_plain.any() and is_mirror.any()
+    want = torch.full((B, K), 0.1 / K)
+    want[torch.arange(B), labels] = 0.9 + 0.1 / K
+    assert torch.allclose(y, want) and torch.allclose(y.sum(1), torch.ones(B))
+
+
+def test_strength_zero_is_flip_and_normalize_only():
+    cfg = AugmentConfig(randaug_magnitude=10.0, erase_prob=1.0, mix_prob=1.0)  # all on
+    aug = BatchAugment(cfg, num_classes=10, seed=0)
+    x_in, labels = images(16), torch.arange(16) % 10
+    x, y = aug.train(x_in, labels, strength=0.0)
+    plain, mirrored = normalize(x_in, cfg), normalize(x_in.flip(3), cfg)
+    ok = (torch.isclose(x, plain, atol=1e-5).flatten(1).all(1)
+          | torch.isclose(x, mirrored, atol=1e-5).flatten(1).all(1))
+    assert ok.all()
+    assert torch.allclose(y.max(1).values, torch.full((16,), 0.9 + 0.1 / 10))  # smoothing, no mix
+    x1, _ = aug.train(x_in, labels, strength=1.0)
+    assert not torch.isclose(x1, plain, atol=1e-5).flatten(1).all(1).all()
+
+
+def lam_from_targets(y, labels):
+    # smoothing 0 and partner labels differ: y[i, label_i] is lambda
+    lam = y[torch.arange(len(labels)), labels]
+    assert torch.allclose(lam, lam[0].expand_as(lam))
+    return float(lam[0])
+
+
+def test_mixup_lambda_consistency():
+    cfg = AugmentConfig(**{**OFF, "mixup_alpha": 0.8, "mix_prob": 1.0})
+    B = 8
+    aug = BatchAugment(cfg, num_classes=B, seed=3)
+    x_in, labels = images(B), torch.arange(B)
+    x, y = aug.train(x_in, labels)
+    lam = lam_from_targets(y, labels)
+    assert 0.0 < lam < 1.0
+    e = normalize(x_in, cfg)
+    assert torch.allclose(x, lam * e + (1 - lam) * e.flip(0), atol=1e-5)
+    assert torch.allclose(y[torch.arange(B), labels.flip(0)], torch.full((B,), 1 - lam))
+    assert torch.allclose(y.sum(1), torch.ones(B))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_cutmix_box_area_matches_lambda(seed):
+    cfg = AugmentConfig(**{**OFF, "cutmix_alpha": 1.0, "mix_prob": 1.0})
+    B, S = 8, 32
+    aug = BatchAugment(cfg, num_classes=B, seed=seed)
+    x_in, labels = images(B, S, seed), torch.arange(B)
+    x, y = aug.train(x_in, labels)
+    lam = lam_from_targets(y, labels)
+    e = normalize(x_in, cfg)
+    own = torch.isclose(x, e, atol=1e-6).all(1)  # (B, H, W)
+    other = torch.isclose(x, e.flip(0), atol=1e-6).all(1)
+    assert (own | other).all()
+    pasted = other & ~own  # random pixels: own == other has probability ~0
+    assert torch.equal(pasted, pasted[:1].expand_as(pasted))  # one box for the batch
+    rows, cols = pasted[0].nonzero(as_tuple=True)
+    area = int(pasted[0].sum())
+    if area:
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert area == box  # a rectangle
+    assert abs((1 - lam) - area / (S * S)) < 1e-6
+
+
+def test_label_smoothing_with_mixing_sums_to_one():
+    aug = BatchAugment(AugmentConfig(label_smoothing=0.2), num_classes=7, seed=0)
+    for _ in range(4):
+        _, y = aug.train(images(10), torch.arange(10) % 7)
+        assert torch.allclose(y.sum(1), torch.ones(10), atol=1e-6)
+        assert y.min() >= 0.2 / 7 - 1e-6
+
+
+@pytest.mark.parametrize("mode", ["pixel", "rand", "const"])
+def test_erasing_changes_only_a_rectangle(mode):
+    cfg = AugmentConfig(**{**OFF, "erase_prob": 1.0, "erase_mode": mode})
+    B, S = 16, 32
+    aug = BatchAugment(cfg, num_classes=4, seed=0)
+    x_in = images(B, S)
+    x, _ = aug.train(x_in, torch.zeros(B, dtype=torch.long))
+    changed = ~torch.isclose(x, normalize(x_in, cfg), atol=1e-6).all(1)  # (B, H, W)
+    erased = 0
+    for i in range(B):
+        rows, cols = changed[i].nonzero(as_tuple=True)
+        if len(rows) == 0:
+            continue
+        erased += 1
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert int(changed[i].sum()) == (r1 - r0) * (c1 - c0)  # exactly one filled rectangle
+        assert (r1 - r0) < S and (c1 - c0) < S
+        if mode == "const":
+            assert torch.all(x[i, :, r0:r1, c0:c1] == 0)
+    assert erased >= B - 2  # p = 1: nearly every sample finds a fitting box in 10 tries
+
+
+def test_same_seed_same_output_other_seed_differs():
+    x_in, labels = images(8), torch.arange(8) % 5
+    runs = []
+    for seed in (0, 0, 1):
+        aug = BatchAugment(AugmentConfig(), num_classes=5, seed=seed)
+        runs.append([aug.train(x_in, labels) for _ in range(3)])
+    for (xa, ya), (xb, yb) in zip(runs[0], runs[1]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not all(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(runs[0], runs[2]))
+
+
+def test_state_dict_resumes_the_stream():
+    x_in, labels = images(8), torch.arange(8) % 5
+    aug = BatchAugment(AugmentConfig(), num_classes=5, seed=0)
+    aug.train(x_in, labels)
+    state = aug.state_dict()
+    xa, ya = aug.train(x_in, labels)
+    other = BatchAugment(AugmentConfig(), num_classes=5, seed=99)
+    other.load_state_dict(state)
+    xb, yb = other.train(x_in, labels)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("mixup_alpha", -1, "augment.mixup_alpha: expected >= 0, got -1"),
+    ("cutmix_alpha", -0.5, "augment.cutmix_alpha: expected >= 0"),
+    ("randaug_magnitude", 11, r"augment.randaug_magnitude: expected in \[0, 10\]"),
+    ("randaug_ops", -1, "augment.randaug_ops: expected an integer >= 0"),
+    ("randaug_ops", 1.5, "augment.randaug_ops"),
+    ("mix_prob", 1.5, r"augment.mix_prob: expected in \[0, 1\]"),
+    ("switch_prob", -0.1, "augment.switch_prob"),
+    ("label_smoothing", 1.0, r"augment.label_smoothing: expected in \[0, 1\)"),
+    ("erase_prob", 2, "augment.erase_prob"),
+    ("erase_mode", "noise", "augment.erase_mode"),
+    ("flip", 1, "augment.flip: expected true or false"),
+    ("mean", (0.5, 0.5), "augment.mean"),
+    ("mean", (124.0, 116.0, 104.0), "0-1 units"),
+    ("std", (0.2, 0.0, 0.2), "augment.std"),
+])
+def test_config_validation(field, value, msg):
+    with pytest.raises(ValueError, match=msg):
+        AugmentConfig(**{field: value})
+
+
+def test_bad_inputs_rejected():
+    aug = BatchAugment(AugmentConfig(), num_classes=3)
+    with pytest.raises(ValueError, match="uint8"):
+        aug.train(images().float(), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match="strength"):
+        aug.train(images(), torch.zeros(8, dtype=torch.long), strength=1.5)
+    with pytest.raises(ValueError, match="labels"):
+        aug.train(images(), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_classes"):
+        BatchAugment(AugmentConfig(), num_classes=0)
+
+
+# -- the RandAugment ops against PIL (what timm applies) -----------------------------------
+
+def pil_reference(img, name, m, sign):
+    f = sign * m / 10
+    k = max(0.1, 1 + 0.9 * f)
+    ops = {
+        "AutoContrast": lambda: ImageOps.autocontrast(img),
+        "Equalize": lambda: ImageOps.equalize(img),
+        "Invert": lambda: ImageOps.invert(img),
+        "Posterize": lambda: ImageOps.posterize(img, 8 - round(4 * m / 10)),
+        "Solarize": lambda: ImageOps.solarize(img, 256 - int(m / 10 * 256)),
+        "SolarizeAdd": lambda: img.point(
+            [min(255, i + int(m / 10 * 110)) if i < 128 else i for i in range(256)] * 3),
+        "Color": lambda: ImageEnhance.Color(img).enhance(k),
+        "Contrast": lambda: ImageEnhance.Contrast(img).enhance(k),
+        "Brightness": lambda: ImageEnhance.Brightness(img).enhance(k),
+        "Sharpness": lambda: ImageEnhance.Sharpness(img).enhance(k),
+    }
+    return torch.from_numpy(np.array(ops[name]())).permute(2, 0, 1).float()
+
+
+@pytest.mark.parametrize("name", ["AutoContrast", "Equalize", "Invert", "Posterize", "Solarize",
+                                  "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness"])
+def test_color_ops_match_pil(name):
+    g = torch.Generator().manual_seed(0)
+    # low-contrast images so autocontrast and equalize have work to do
+    x = torch.randint(40, 180, (4, 3, 20, 24), generator=g).to(torch.uint8)
+    m = torch.tensor([9.0, 5.0, 3.0, 10.0])
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    op = torch.full((4,), OPS.index(name))
+    out = color_op(x.float(), op, m, sign)
+    # PIL rounds to integers after each op; we keep floats
+    atol = 0.0 if name in ("Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd") else 1.5
+    for i in range(4):
+        img = Image.fromarray(x[i].permute(1, 2, 0).numpy())
+        ref = pil_reference(img, name, float(m[i]), float(sign[i]))
+        assert (out[i] - ref).abs().max() <= atol, (name, i)
+
+
+def test_ops_off_and_magnitude_zero_are_identity():
+    x = images(4, 16).float()
+    for name in ("Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color", "Contrast",
+                 "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY"):
+        op = torch.full((1, 4), OPS.index(name))
+        out = rand_augment(x, op, torch.zeros(1, 4), torch.ones(1, 4), torch.zeros(1, 3, 1, 1))
+        assert torch.allclose(out, x, atol=1e-3), name
+    none = torch.full((2, 4), -1)
+    out = rand_augment(x, none, torch.full((2, 4), 9.0), torch.ones(2, 4), torch.zeros(1, 3, 1, 1))
+    assert torch.equal(out, x)
+
+
+def test_translate_shifts_by_whole_pixels():
+    x = images(2, 20).float()
+    op = torch.full((1, 2), OPS.index("TranslateX"))
+    # 0.45 * f * W = 9 px at m = 10, W = 20; sign +1 samples the input 9 px to the right
+    out = rand_augment(x, op, torch.full((1, 2), 10.0), torch.ones(1, 2), torch.full((1, 3, 1, 1), 5.0))
+    assert torch.allclose(out[..., :11], x[..., 9:], atol=1e-3)
+    assert torch.allclose(out[..., 11:], torch.full_like(out[..., 11:], 5.0), atol=1e-3)
+
+
+def test_rotation_theta_is_a_rotation_on_non_square_images():
+    op = torch.tensor([OPS.index("Rotate")])
+    H, W = 30, 60
+    th = geometric_theta(op, torch.tensor([10.0]), torch.tensor([1.0]), H, W)[0, :2, :2]
+    S = torch.diag(torch.tensor([W / 2, H / 2]))
+    R = S @ th @ torch.linalg.inv(S)  # back to pixel units
+    assert torch.allclose(R @ R.T, torch.eye(2), atol=1e-6)
+    assert abs(float(torch.rad2deg(torch.atan2(R[1, 0], R[0, 0]))) - 30.0) < 1e-4
+
+
+def test_compile_is_off_on_cpu_by_default():
+    assert not BatchAugment(AugmentConfig(), num_classes=3).compiled
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compiled_matches_eager():
+    dev = torch.device("cuda")
+    x_in, labels = images(32, 64).to(dev), (torch.arange(32) % 10).to(dev)
+    eager = BatchAugment(AugmentConfig(), num_classes=10, device=dev, seed=0, compile=False)
+    comp = BatchAugment(AugmentConfig(), num_classes=10, device=dev, seed=0, compile=True)
+    for strength in (1.0, 0.3, 0.0):
+        (xa, ya), (xb, yb) = eager.train(x_in, labels, strength), comp.train(x_in, labels, strength)
+        # fused float math may round a rare pixel the other way (one grey level)
+        assert (xa - xb).abs().gt(1e-4).float().mean() < 1e-3
+        assert torch.allclose(ya, yb)
+    assert torch.allclose(eager.eval(x_in), comp.eval(x_in), atol=1e-6)
