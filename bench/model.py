@@ -1,0 +1,179 @@
+"""Forward+backward throughput of a vitday model per resolution, eager vs torch.compile.
+
+    python -m bench.model                                   # CUDA: vitday_small_patch16_local, 32..224 px
+    python -m bench.model --device cpu                      # CPU quick default: pico/4 at 32, 64 px
+    python -m bench.model --variant vitday_small_patch16 --sizes 64,128,224 --batch 256 --repeats 20
+
+One step = zero_grad, forward under autocast (bf16 on CUDA, fp32 on CPU unless --dtype), cross-entropy,
+backward; no optimizer step, no data loading (the batch already sits on the device). Warm-up steps absorb
+compilation (reported separately as compile_s); images/s = batch / median step time over --repeats steps,
+CUDA steps timed with events. The compiled model is ``torch.compile(net, dynamic=False)``: one static graph
+per resolution, as the trainer uses it. MFU (CUDA only) = 3 x model.forward_flops x images/s / peak, the
+peak from PEAK_FLOPS below (dense bf16 tensor-core datasheet numbers) or --peak-tflops.
+Writes results/model_bench.json and prints a table. CPU figures on a shared machine are indicative only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import model
+
+# Dense bf16 tensor-core peak (no sparsity), datasheet; matched by substring of the CUDA device name,
+# first match wins. DESIGN.md: ~790 TFLOP/s is what an H100 SXM achieves on large matmuls.
+PEAK_FLOPS = (
+    ('H100 PCIe', 756e12),
+    ('H100', 989e12),  # SXM
+    ('H200', 989e12),
+    ('GH200', 989e12),
+    ('A100', 312e12),
+    ('L40S', 362e12),
+    ('A10', 125e12),
+    ('L4', 121e12),
+    ('RTX 4090', 165e12),
+    ('RTX 3090', 71e12),
+)
+
+
+def peak_flops(device: torch.device) -> tuple[str, float | None]:
+    """(device name, dense bf16 peak FLOP/s or None when unknown / CPU)."""
+    if device.type != 'cuda':
+        return platform.processor() or platform.machine(), None
+    name = torch.cuda.get_device_name(device)
+    return name, next((peak for key, peak in PEAK_FLOPS if key in name), None)
+
+
+def time_steps(step, device: torch.device, warmup: int, repeats: int) -> tuple[float, list[float]]:
+    """(seconds spent in warm-up, milliseconds per timed step)."""
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            step()
+            times.append(1e3 * (time.perf_counter() - t))
+    return warm_s, times
+
+
+def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, warmup: int, repeats: int) -> dict:
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = F.cross_entropy(fn(x), y)
+        loss.backward()
+
+    warm_s, times = time_steps(step, device, warmup, repeats)
+    ms = statistics.median(times)
+    return {'warmup_s': round(warm_s, 3), 'step_ms_median': round(ms, 3),
+            'step_ms_min': round(min(times), 3), 'images_per_s': round(batch / ms * 1e3, 1)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--variant', default=None, help='default: vitday_small_patch16_local (CUDA), '
+                   'vitday_pico_patch4_local (CPU)')
+    p.add_argument('--sizes', default=None, help='comma-separated px; default 32..224 step 32 (CUDA), 32,64 (CPU)')
+    p.add_argument('--batch', type=int, default=None, help='default 256 (CUDA), 16 (CPU)')
+    p.add_argument('--repeats', type=int, default=None, help='timed steps; default 20 (CUDA), 5 (CPU)')
+    p.add_argument('--warmup', type=int, default=3, help='untimed steps; the first compiles')
+    p.add_argument('--modes', default='eager,compiled')
+    p.add_argument('--dtype', choices=('bf16', 'fp32'), default=None, help='autocast dtype; default bf16 on CUDA')
+    p.add_argument('--num-classes', type=int, default=1000)
+    p.add_argument('--peak-tflops', type=float, default=None, help='override the peak used for MFU')
+    p.add_argument('--out', default='results/model_bench.json')
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    cuda = device.type == 'cuda'
+    variant = args.variant or ('vitday_small_patch16_local' if cuda else 'vitday_pico_patch4_local')
+    sizes = [int(s) for s in args.sizes.split(',')] if args.sizes else (
+        list(range(32, 225, 32)) if cuda else [32, 64])
+    batch = args.batch or (256 if cuda else 16)
+    repeats = args.repeats or (20 if cuda else 5)
+    dtype = {'bf16': torch.bfloat16, 'fp32': torch.float32}[args.dtype or ('bf16' if cuda else 'fp32')]
+    modes = args.modes.split(',')
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # One static graph per resolution: allow a recompile for each size.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(sizes) + 2)
+
+    torch.manual_seed(0)
+    net = timm.create_model(variant, num_classes=args.num_classes).to(device).train()
+    compiled = torch.compile(net, dynamic=False) if 'compiled' in modes else None
+    device_name, peak = peak_flops(device)
+    if args.peak_tflops:
+        peak = args.peak_tflops * 1e12
+
+    rows = []
+    for size in sizes:
+        flops = model.train_flops(net, size)
+        row = {'size': size, 'tokens': net.num_prefix_tokens + (size // net.patch_size[0]) ** 2,
+               'train_gflop_per_image': round(flops / 1e9, 4)}
+        for mode in modes:
+            r = bench_size(net, compiled if mode == 'compiled' else net, size, batch, args.num_classes,
+                           device, dtype, args.warmup, repeats)
+            if peak:
+                r['mfu'] = round(flops * r['images_per_s'] / peak, 4)
+            row[mode] = r
+        rows.append(row)
+        print(f"{size:>4} px done", flush=True)
+
+    result = {
+        'variant': variant, 'params': model.count_params(net), 'batch': batch, 'dtype': str(dtype),
+        'repeats': repeats, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
+        'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'timm': timm.__version__,
+        'python': platform.python_version(), 'rows': rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+    print(f"\n{variant} ({result['params'] / 1e6:.2f} M params), batch {batch}, {dtype}, {device_name}, "
+          f"torch {torch.__version__}; median of {repeats} steps, fwd+bwd")
+    head = f"{'px':>4} {'tokens':>6} {'GFLOP/img':>10}"
+    for mode in modes:
+        head += f" {mode + ' img/s':>16}" + (f" {'MFU':>6}" if peak else '') + \
+            (f" {'compile s':>10}" if mode == 'compiled' else '')
+    if len(modes) == 2:
+        head += f" {'speedup':>8}"
+    print(head)
+    for row in rows:
+        line = f"{row['size']:>4} {row['tokens']:>6} {row['train_gflop_per_image']:>10.3f}"
+        for mode in modes:
+            r = row[mode]
+            line += f" {r['images_per_s']:>16.1f}" + (f" {100 * r['mfu']:>5.1f}%" if peak else '') + \
+                (f" {r['warmup_s']:>10.1f}" if mode == 'compiled' else '')
+        if len(modes) == 2:
+            line += f" {row[modes[1]]['images_per_s'] / row[modes[0]]['images_per_s']:>7.2f}x"
+        print(line)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == '__main__':
+    main()

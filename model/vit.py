@@ -1,0 +1,119 @@
+"""The ViT of vitday: timm's VisionTransformer that runs at any multiple of its patch size.
+
+One learned position embedding lives at the grid of ``img_size`` (224 px -> 14x14 for patch 16). Every
+forward resamples it to the input's grid with timm's ``resample_abs_pos_embed`` (bicubic, antialiased,
+fp32; it returns the parameter itself when the grid is unchanged), so the same parameter is trained at
+every curriculum size. The paper's code re-created the embedding as a new Parameter at each size after the
+optimizer was built, so it was never trained (shared/DESIGN.md); here gradients always reach it.
+
+No cache of resampled embeddings: a cached tensor would cut the gradient to the parameter, and the
+resample is one small interpolation (D x 14 x 14 values) that torch.compile puts in the graph.
+
+With ``locality=True`` every block's MLP is ``model.locality.LocalityMlp`` (passed to timm's Block as
+``mlp_layer``). That layer needs the token grid; ``forward_features`` sets it on the blocks' MLPs from
+the input's static shape (Python ints under torch.compile: no graph break, a recompile per new size).
+"""
+import math
+from functools import partial
+from typing import Optional, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+from .locality import LocalityMlp
+
+
+class LocalityViT(VisionTransformer):
+    """timm VisionTransformer with any-size input and an optional locality MLP.
+
+    Args:
+        locality: use ``LocalityMlp`` (depthwise 3x3 conv between the MLP linears) in every block.
+        cls_path: with locality, what the class token gets from the MLP: "skip" (nothing, the paper; the
+            last block's MLP then gets no gradient under token pooling) or "pointwise" (see model/locality.py).
+        act_layer: MLP activation; None means h_swish (``nn.Hardswish``) with locality, as in the paper,
+            and GELU without, as in DeiT / timm. Strings (``"gelu"``, ``"hard_swish"``) are resolved by timm.
+        img_size: the grid the one stored position embedding lives on; inputs of other sizes resample it.
+        **kwargs: everything timm's VisionTransformer takes (embed_dim, depth, num_heads, num_classes,
+            drop_path_rate, qkv_bias, ...). ``dynamic_img_size`` is always on.
+    """
+
+    def __init__(
+            self,
+            locality: bool = False,
+            cls_path: str = 'skip',
+            act_layer: Optional[Union[str, Type[nn.Module]]] = None,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            **kwargs,
+    ) -> None:
+        if kwargs.pop('dynamic_img_size', True) is not True:
+            raise ValueError("LocalityViT always resamples its position embedding (dynamic_img_size=True)")
+        if kwargs.get('dynamic_img_pad', False):
+            raise ValueError("dynamic_img_pad is not supported: inputs must be multiples of the patch size")
+        if locality:
+            num_prefix = int(kwargs.get('class_token', True)) + kwargs.get('reg_tokens', 0)
+            kwargs['mlp_layer'] = partial(LocalityMlp, num_prefix_tokens=num_prefix, cls_path=cls_path)
+            act_layer = act_layer or nn.Hardswish
+        super().__init__(img_size=img_size, act_layer=act_layer, dynamic_img_size=True, **kwargs)
+        self.locality = locality
+        self.register_load_state_dict_pre_hook(_resample_loaded_pos_embed)
+
+    @property
+    def patch_size(self) -> Tuple[int, int]:
+        return tuple(self.patch_embed.patch_size)
+
+    def grid_for(self, x: torch.Tensor) -> Tuple[int, int]:
+        """The patch grid (rows, cols) of an input batch; ValueError for a shape this model cannot take."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
+        _, C, H, W = x.shape
+        if C != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {C} (input shape {tuple(x.shape)})")
+        ph, pw = self.patch_size
+        if H % ph or W % pw:
+            raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {ph}x{pw}; "
+                             f"expected H and W in multiples of {ph} (e.g. {max(ph, H // ph * ph)})")
+        return H // ph, W // pw
+
+    def set_grid(self, grid: Tuple[int, int]) -> None:
+        """Tell the locality MLPs the token grid of the next forward (called by ``forward_features``)."""
+        if self.locality:
+            for blk in self.blocks:
+                blk.mlp.grid_size = grid
+
+    def resampled_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """The position embedding (1, prefix + rows*cols, dim) for a grid; the parameter itself at img_size."""
+        return resample_abs_pos_embed(
+            self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
+            num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens)
+
+    def forward_features(
+            self,
+            x: torch.Tensor,
+            attn_mask: Optional[torch.Tensor] = None,
+            is_causal: bool = False,
+    ) -> torch.Tensor:
+        self.set_grid(self.grid_for(x))
+        # timm's dynamic_img_size path: patch_embed -> (B, gh, gw, D), resample_abs_pos_embed, blocks, norm.
+        return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+
+    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
+        self.set_grid(self.grid_for(x))
+        return super().forward_intermediates(x, *args, **kwargs)
+
+
+def _resample_loaded_pos_embed(module: LocalityViT, state_dict, prefix, *args) -> None:
+    """load_state_dict pre-hook: a checkpoint from a model built at another img_size has a position
+    embedding on another grid; resample it to this model's grid (checkpoint grid assumed square)."""
+    key = prefix + 'pos_embed'
+    if module.pos_embed is None or key not in state_dict or state_dict[key].shape == module.pos_embed.shape:
+        return
+    pe = state_dict[key]
+    n_prefix = 0 if module.no_embed_class else module.num_prefix_tokens
+    side = math.isqrt(pe.shape[1] - n_prefix)
+    if pe.ndim != 3 or pe.shape[-1] != module.pos_embed.shape[-1] or side * side != pe.shape[1] - n_prefix:
+        raise ValueError(f"cannot resample checkpoint pos_embed {tuple(pe.shape)} to {tuple(module.pos_embed.shape)}: "
+                         f"expected (1, {n_prefix} + side^2, {module.pos_embed.shape[-1]})")
+    state_dict[key] = resample_abs_pos_embed(
+        pe, new_size=module.patch_embed.grid_size, old_size=(side, side), num_prefix_tokens=n_prefix)
