@@ -1,0 +1,115 @@
+"""Command line: fit scaling laws to curves in a table or to trainer runs.
+
+    python -m fitting fit TABLE --x COL --y COL --curve COL[,COL...] [--split-col COL]
+        [--forms bnsl,m1,m2,m3,m4] [--breaks auto|0..3] [--workers N] --out FITS.arrow [--plots DIR]
+    python -m fitting runs RUN_DIR... --x images_seen --y error [--holdout-frac 0.3] --out FITS.arrow [--plots DIR]
+
+Writes one row per curve and form (Arrow IPC file, written to a temporary name and renamed), prints
+a summary per form (mean RMSLE, wins) and the failed curves with their reasons.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from fitting import batch, tables
+from fitting.fit import ALL_FORMS
+
+
+def write_arrow(table: pa.Table, path: str):
+    """Write an Arrow IPC file atomically (temporary name in the same directory, then rename)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with pa.OSFile(tmp, "wb") as sink, ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _forms(s: str) -> list[str]:
+    forms = [f.strip().lower() for f in s.split(",") if f.strip()]
+    bad = [f for f in forms if f not in ALL_FORMS]
+    if bad or not forms:
+        raise argparse.ArgumentTypeError(f"unknown form(s) {', '.join(bad) or '(none)'}; choose from "
+                                         f"{','.join(ALL_FORMS)}")
+    return forms
+
+
+def _breaks(s: str):
+    if s == "auto":
+        return "auto"
+    if s in ("0", "1", "2", "3"):
+        return int(s)
+    raise argparse.ArgumentTypeError(f"--breaks must be auto or 0..3, not {s!r}")
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--forms", type=_forms, default=list(ALL_FORMS), help="comma list (default: all)")
+    p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
+    p.add_argument("--out", required=True, help="output Arrow IPC file")
+    p.add_argument("--plots", default=None, help="directory for one PNG per curve and grid.png")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fitting", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pf = sub.add_parser("fit", help="fit curves of a CSV/Parquet/Arrow table")
+    pf.add_argument("table")
+    pf.add_argument("--x", required=True)
+    pf.add_argument("--y", required=True)
+    pf.add_argument("--curve", default="", help="key column(s), comma separated (default: one curve)")
+    pf.add_argument("--split-col", default=None, help="true/1 rows are fit, the others held out and scored")
+    _common(pf)
+    pr = sub.add_parser("runs", help="fit the eval curves of trainer run directories")
+    pr.add_argument("run_dirs", nargs="+")
+    pr.add_argument("--x", default="images_seen", choices=tables.RUN_X)
+    pr.add_argument("--y", default="error", choices=tables.RUN_Y)
+    pr.add_argument("--holdout-frac", type=float, default=0.3, help="last fraction of evals held out")
+    _common(pr)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    try:
+        if args.cmd == "fit":
+            key = [c.strip() for c in args.curve.split(",") if c.strip()]
+            curves = tables.curves_from_table(tables.read_table(args.table), args.x, args.y, key,
+                                              args.split_col, path=args.table)
+        else:
+            if not 0.0 <= args.holdout_frac < 1.0:
+                raise tables.TableError(f"--holdout-frac must be in [0, 1), not {args.holdout_frac}")
+            curves = [tables.read_run(d, args.x, args.y, args.holdout_frac) for d in args.run_dirs]
+    except tables.TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not curves:
+        print("error: no curves (empty table?)", file=sys.stderr)
+        return 2
+
+    results = batch.fit_curves(curves, args.forms, args.breaks, args.workers)
+    write_arrow(batch.results_table(curves, results), args.out)
+    if args.plots:
+        from fitting.plots import plot_all  # matplotlib only when plots are asked for
+        plot_all(curves, results, args.plots)
+
+    print(f"{len(curves)} curves, forms {','.join(args.forms)}, {time.perf_counter() - t0:.2f} s -> {args.out}")
+    print(batch.format_summary(batch.summary(results)))
+    failed = [r.reason for rs in results for r in rs if not r.ok]
+    for reason in dict.fromkeys(failed):  # unique, in order
+        print(f"failed: {reason}")
+    n_ok = sum(r.ok for rs in results for r in rs)
+    return 0 if n_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

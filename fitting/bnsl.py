@@ -1,0 +1,488 @@
+"""Broken Neural Scaling Law (Caballero et al. 2022, https://arxiv.org/abs/2210.14891).
+
+    y = a + b * x^(-c0) * prod_{i=1..n} (1 + (x / d_i)^(1 / f_i))^(-c_i * f_i)
+
+Everything here works in log space, on z = log x, with the parameter vector
+
+    theta = [a, log b, c0, c_1, log d_1, f_1, ..., c_n, log d_n, f_n]   (3 + 3n values)
+
+so that log y = logaddexp(log a, L) with L = log b - c0 z - sum_i c_i f_i softplus((z - log d_i) / f_i).
+softplus and logaddexp are evaluated in their stable forms: no exp of a large number, no 0 * inf.
+
+Two implementations of the same formulas, kept side by side so tests can hold one against the other
+(STYLE.md rule 8): plain NumPy (`*_np`, also the "no Numba" benchmark path) and Numba kernels (`*_nb`).
+The kernels are small: log prediction, loss over many parameter vectors in parallel, residuals with the
+analytic Jacobian, and the variable-projection grid search used to find starting points.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+F_MIN = 1e-4  # smallest sharpness; u = (z - log d) / f stays finite
+C_MAX = 20.0  # largest |log-log slope| (change) the search accepts
+
+
+def n_params(n_breaks: int) -> int:
+    """Number of BNSL parameters for n breaks: a, b, c0 and (c_i, d_i, f_i) per break."""
+    return 3 + 3 * n_breaks
+
+
+def param_names(n_breaks: int) -> list[str]:
+    """Names in the natural parameterization: a, b, c0, c1, d1, f1, ..."""
+    names = ["a", "b", "c0"]
+    for i in range(1, n_breaks + 1):
+        names += [f"c{i}", f"d{i}", f"f{i}"]
+    return names
+
+
+def to_natural(theta: np.ndarray, z0: float = 0.0) -> dict[str, float]:
+    """Internal theta (on z - z0) to named natural parameters {a, b, c0, c1, d1, f1, ...}."""
+    theta = np.asarray(theta, dtype=np.float64)
+    n = (len(theta) - 3) // 3
+    # L = lb' - c0 (z - z0) - ... = (lb' + c0 z0) - c0 z - ...; break positions shift by z0.
+    out = {"a": float(theta[0]), "b": float(np.exp(theta[1] + theta[2] * z0)), "c0": float(theta[2])}
+    for i in range(n):
+        c, ld, f = theta[3 + 3 * i: 6 + 3 * i]
+        out[f"c{i + 1}"] = float(c)
+        out[f"d{i + 1}"] = float(np.exp(ld + z0))
+        out[f"f{i + 1}"] = float(f)
+    return out
+
+
+def from_natural(params: dict[str, float], z0: float = 0.0) -> np.ndarray:
+    """Inverse of `to_natural`."""
+    n = sum(1 for k in params if k.startswith("d"))
+    theta = [params["a"], math.log(params["b"]) - params["c0"] * z0, params["c0"]]
+    for i in range(1, n + 1):
+        theta += [params[f"c{i}"], math.log(params[f"d{i}"]) - z0, params[f"f{i}"]]
+    return np.array(theta, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- NumPy reference
+
+
+def _softplus_np(u):
+    return np.maximum(u, 0.0) + np.log1p(np.exp(-np.abs(u)))
+
+
+def _sigmoid_np(u):
+    e = np.exp(-np.abs(u))
+    return np.where(u >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def log_bnsl_np(theta: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """log y at z = log x for one theta (internal parameterization), NumPy."""
+    theta = np.asarray(theta, dtype=np.float64)
+    n = (len(theta) - 3) // 3
+    L = theta[1] - theta[2] * z
+    for i in range(n):
+        c, ld, f = theta[3 + 3 * i], theta[4 + 3 * i], max(theta[5 + 3 * i], F_MIN)
+        L = L - c * f * _softplus_np((z - ld) / f)
+    a = theta[0]
+    if a > 0:
+        return np.logaddexp(math.log(a), L)
+    return L
+
+
+def bnsl(x, a: float, b: float, c0: float, c=(), d=(), f=()) -> np.ndarray:
+    """y = a + b x^(-c0) prod_i (1 + (x/d_i)^(1/f_i))^(-c_i f_i), evaluated in log space.
+
+    Args:
+        x: positive inputs (array-like).
+        a: limit as x -> infinity (>= 0), b > 0 offset, c0 first log-log slope.
+        c, d, f: per break the slope change, position (> 0) and sharpness (> 0, smaller is sharper).
+
+    Returns:
+        y, finite for any finite parameters (log y is clipped to the float64 range before exp).
+    """
+    theta = [a, math.log(b), c0]
+    for ci, di, fi in zip(c, d, f):
+        theta += [ci, math.log(di), fi]
+    logy = log_bnsl_np(np.array(theta), np.log(np.asarray(x, dtype=np.float64)))
+    return np.exp(np.clip(logy, -745.0, 709.0))
+
+
+def loss_many_np(thetas: np.ndarray, z: np.ndarray, logy: np.ndarray) -> np.ndarray:
+    """Mean squared log error for each row of thetas (P, 3+3n); non-finite -> inf. NumPy, vectorized."""
+    thetas = np.atleast_2d(np.asarray(thetas, dtype=np.float64))
+    n = (thetas.shape[1] - 3) // 3
+    L = thetas[:, 1:2] - thetas[:, 2:3] * z[None, :]
+    for i in range(n):
+        c = thetas[:, 3 + 3 * i, None]
+        ld = thetas[:, 4 + 3 * i, None]
+        f = np.maximum(thetas[:, 5 + 3 * i, None], F_MIN)
+        L = L - c * f * _softplus_np((z[None, :] - ld) / f)
+    a = thetas[:, 0:1]
+    with np.errstate(divide="ignore"):
+        la = np.where(a > 0, np.log(np.where(a > 0, a, 1.0)), -np.inf)
+    pred = np.where(a > 0, np.logaddexp(la, L), L)
+    out = np.mean((pred - logy[None, :]) ** 2, axis=1)
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def resid_jac_np(theta: np.ndarray, z: np.ndarray, logy: np.ndarray):
+    """Residuals r = log yhat - log y (N,) and Jacobian dr/dtheta (N, 3+3n), NumPy.
+
+    With s = exp(L - log yhat) (share of the power-law part in yhat):
+    d/da = 1/yhat, d/dlog b = s, d/dc0 = -z s, d/dc_i = -f_i sp(u_i) s, d/dlog d_i = c_i sigmoid(u_i) s,
+    d/df_i = -c_i (sp(u_i) - u_i sigmoid(u_i)) s, where u_i = (z - log d_i) / f_i.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    n = (len(theta) - 3) // 3
+    J = np.empty((len(z), len(theta)))
+    L = theta[1] - theta[2] * z
+    sps, sigs, us = [], [], []
+    for i in range(n):
+        c, ld, f = theta[3 + 3 * i], theta[4 + 3 * i], max(theta[5 + 3 * i], F_MIN)
+        u = (z - ld) / f
+        sp = _softplus_np(u)
+        L = L - c * f * sp
+        sps.append(sp), sigs.append(_sigmoid_np(u)), us.append(u)
+    a = theta[0]
+    pred = np.logaddexp(math.log(a), L) if a > 0 else L
+    s = np.exp(L - pred)
+    J[:, 0] = np.exp(-pred)
+    J[:, 1] = s
+    J[:, 2] = -z * s
+    for i in range(n):
+        c, f = theta[3 + 3 * i], max(theta[5 + 3 * i], F_MIN)
+        J[:, 3 + 3 * i] = -f * sps[i] * s
+        J[:, 4 + 3 * i] = c * sigs[i] * s
+        J[:, 5 + 3 * i] = -c * (sps[i] - us[i] * sigs[i]) * s
+    return pred - logy, J
+
+
+def break_basis(z: np.ndarray, ld_grid: np.ndarray, f_grid: np.ndarray) -> np.ndarray:
+    """Design columns for the linear part: [1, -z, -f sp((z - ld)/f) for ld in ld_grid for f in f_grid]."""
+    cols = [np.ones_like(z), -z]
+    for ld in ld_grid:
+        for f in f_grid:
+            cols.append(-f * _softplus_np((z - ld) / f))
+    return np.stack(cols, axis=1)
+
+
+def _weights_targets(y: np.ndarray, a: float):
+    # For fixed a, log(y - a) is linear in (log b, c0, c_i). Weighting by ((y - a) / y)^2 makes the
+    # linear residual a first-order match of the residual in log y (d log y = (y - a)/y d log(y - a)).
+    t = np.log(y - a)
+    w = ((y - a) / y) ** 2
+    return t, w
+
+
+def vp_search_np(y: np.ndarray, a_grid: np.ndarray, basis: np.ndarray, combos: np.ndarray) -> np.ndarray:
+    """Approximate log-space loss for every (a, break combination): NumPy path of `vp_search_nb`.
+
+    For each a in a_grid and each row of combos (indices into the break columns of `basis`), solve the
+    weighted linear least squares for (log b, c0, c_i) through the Gram matrix (normal equations,
+    Cholesky with a pivot check) and return the weighted mean squared residual, (A, C); inf where the
+    columns are (near) collinear or a slope exceeds C_MAX.
+    """
+    N, Q = basis.shape
+    A, n = len(a_grid), combos.shape[1]
+    k = 2 + n
+    C = combos.shape[0]
+    idx = np.concatenate([np.zeros((C, 1), np.int64), np.ones((C, 1), np.int64), combos + 2], axis=1)
+    out = np.empty((A, C))
+    for ia in range(A):
+        t, w = _weights_targets(y, a_grid[ia])
+        Xw = basis * w[:, None]
+        G = basis.T @ Xw
+        g = Xw.T @ t
+        tt = float(t @ (w * t))
+        M = G[idx[:, :, None], idx[:, None, :]]  # (C, k, k)
+        v = g[idx]  # (C, k)
+        ok = np.ones(C, dtype=bool)
+        Lc = np.zeros((C, k, k))
+        for i in range(k):
+            for j in range(i + 1):
+                s = M[:, i, j] - np.sum(Lc[:, i, :j] * Lc[:, j, :j], axis=1)
+                if i == j:
+                    ok &= s > 1e-10 * M[:, i, i]
+                    Lc[:, i, i] = np.sqrt(np.where(ok, s, 1.0))
+                else:
+                    Lc[:, i, j] = s / Lc[:, j, j]
+        yv = np.zeros((C, k))
+        for i in range(k):
+            yv[:, i] = (v[:, i] - np.sum(Lc[:, i, :i] * yv[:, :i], axis=1)) / Lc[:, i, i]
+        beta = np.zeros((C, k))
+        for i in range(k - 1, -1, -1):
+            beta[:, i] = (yv[:, i] - np.sum(Lc[:, i + 1:, i] * beta[:, i + 1:], axis=1)) / Lc[:, i, i]
+        ok &= np.all(np.abs(beta[:, 1:]) <= C_MAX, axis=1)
+        rss = tt - np.sum(beta * v, axis=1)
+        out[ia] = np.where(ok, np.maximum(rss, 0.0) / N, np.inf)
+    return out
+
+
+def vp_coeffs_np(y, a, basis, cols):
+    """Linear coefficients (log b, c0, c_i) for one a and one combination, by weighted lstsq."""
+    t, w = _weights_targets(y, a)
+    X = basis[:, np.concatenate([[0, 1], np.asarray(cols) + 2])]
+    sw = np.sqrt(w)
+    beta, *_ = np.linalg.lstsq(X * sw[:, None], t * sw, rcond=None)
+    return beta
+
+
+# ---------------------------------------------------------------- Numba kernels
+
+
+@nb.njit(cache=True, inline="always")
+def _softplus(u):
+    if u > 0.0:
+        return u + math.log1p(math.exp(-u))
+    return math.log1p(math.exp(u))
+
+
+@nb.njit(cache=True, inline="always")
+def _sigmoid(u):
+    if u >= 0.0:
+        return 1.0 / (1.0 + math.exp(-u))
+    e = math.exp(u)
+    return e / (1.0 + e)
+
+
+@nb.njit(cache=True)
+def _log_pred(theta, n, zj):
+    """(log yhat, L) at one point."""
+    L = theta[1] - theta[2] * zj
+    for i in range(n):
+        f = max(theta[5 + 3 * i], F_MIN)
+        L -= theta[3 + 3 * i] * f * _softplus((zj - theta[4 + 3 * i]) / f)
+    a = theta[0]
+    if a > 0.0:
+        la = math.log(a)
+        m = max(la, L)
+        return m + math.log1p(math.exp(-abs(la - L))), L
+    return L, L
+
+
+@nb.njit(cache=True)
+def log_bnsl_nb(theta, z):
+    """log y at every z for one theta (internal parameterization), Numba."""
+    n = (theta.shape[0] - 3) // 3
+    out = np.empty(z.shape[0])
+    for j in range(z.shape[0]):
+        out[j] = _log_pred(theta, n, z[j])[0]
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def loss_many_nb(thetas, z, logy):
+    """Mean squared log error for each row of thetas (P, 3+3n), in parallel over rows; non-finite -> inf."""
+    P = thetas.shape[0]
+    n = (thetas.shape[1] - 3) // 3
+    N = z.shape[0]
+    out = np.empty(P)
+    for p in nb.prange(P):
+        th = thetas[p]
+        acc = 0.0
+        for j in range(N):
+            r = _log_pred(th, n, z[j])[0] - logy[j]
+            acc += r * r
+        acc /= N
+        out[p] = acc if math.isfinite(acc) else np.inf
+    return out
+
+
+@nb.njit(cache=True)
+def resid_jac_nb(theta, z, logy):
+    """Residuals r = log yhat - log y and analytic Jacobian (see `resid_jac_np`), Numba."""
+    n = (theta.shape[0] - 3) // 3
+    N = z.shape[0]
+    r = np.empty(N)
+    J = np.empty((N, theta.shape[0]))
+    a = theta[0]
+    la = math.log(a) if a > 0.0 else 0.0
+    for j in range(N):
+        zj = z[j]
+        L = theta[1] - theta[2] * zj
+        for i in range(n):
+            c = theta[3 + 3 * i]
+            f = max(theta[5 + 3 * i], F_MIN)
+            u = (zj - theta[4 + 3 * i]) / f
+            sp = _softplus(u)
+            sg = _sigmoid(u)
+            L -= c * f * sp
+            J[j, 3 + 3 * i] = -f * sp  # scaled by s below
+            J[j, 4 + 3 * i] = c * sg
+            J[j, 5 + 3 * i] = -c * (sp - u * sg)
+        if a > 0.0:
+            m = max(la, L)
+            pred = m + math.log1p(math.exp(-abs(la - L)))
+        else:
+            pred = L
+        s = math.exp(L - pred)
+        r[j] = pred - logy[j]
+        J[j, 0] = math.exp(-pred)
+        J[j, 1] = s
+        J[j, 2] = -zj * s
+        for i in range(3 * n):
+            J[j, 3 + i] *= s
+    return r, J
+
+
+@nb.njit(cache=True)
+def _gram(y, a, basis, G, g):
+    """Fill G = X' W X and g = X' W t for t = log(y - a), w = ((y - a)/y)^2; return t' W t."""
+    N, Q = basis.shape
+    for p in range(Q):
+        g[p] = 0.0
+        for q in range(Q):
+            G[p, q] = 0.0
+    tt = 0.0
+    for j in range(N):
+        t = math.log(y[j] - a)
+        w = (y[j] - a) / y[j]
+        w *= w
+        tt += w * t * t
+        for p in range(Q):
+            xw = basis[j, p] * w
+            g[p] += xw * t
+            for q in range(p + 1):
+                G[p, q] += xw * basis[j, q]
+    for p in range(Q):
+        for q in range(p + 1, Q):
+            G[p, q] = G[q, p]
+    return tt
+
+
+@nb.njit(cache=True)
+def _solve_subset(G, g, idx, k, M, Lc, v, yv, beta):
+    """Cholesky solve of G[idx, idx] beta = g[idx]; returns False if a pivot is (near) zero."""
+    for i in range(k):
+        v[i] = g[idx[i]]
+        for j in range(k):
+            M[i, j] = G[idx[i], idx[j]]
+    for i in range(k):
+        for j in range(i + 1):
+            s = M[i, j]
+            for m in range(j):
+                s -= Lc[i, m] * Lc[j, m]
+            if i == j:
+                if not s > 1e-10 * M[i, i]:
+                    return False
+                Lc[i, i] = math.sqrt(s)
+            else:
+                Lc[i, j] = s / Lc[j, j]
+    for i in range(k):
+        s = v[i]
+        for m in range(i):
+            s -= Lc[i, m] * yv[m]
+        yv[i] = s / Lc[i, i]
+    for i in range(k - 1, -1, -1):
+        s = yv[i]
+        for m in range(i + 1, k):
+            s -= Lc[m, i] * beta[m]
+        beta[i] = s / Lc[i, i]
+    return True
+
+
+@nb.njit(cache=True, parallel=True)
+def vp_search_nb(y, a_grid, basis, combos):
+    """Approximate log-space loss for every (a, break combination), (A, C); see `vp_search_np`.
+
+    Parallel over a; the Gram matrix of all candidate columns is built once per a, so each candidate
+    costs a (2+n)x(2+n) Cholesky solve, independent of the number of points.
+    """
+    N, Q = basis.shape
+    A = a_grid.shape[0]
+    C, n = combos.shape
+    k = 2 + n
+    out = np.empty((A, C))
+    for ia in nb.prange(A):
+        G = np.empty((Q, Q))
+        g = np.empty(Q)
+        tt = _gram(y, a_grid[ia], basis, G, g)
+        M = np.empty((k, k))
+        Lc = np.zeros((k, k))
+        v = np.empty(k)
+        yv = np.empty(k)
+        beta = np.empty(k)
+        idx = np.empty(k, np.int64)
+        idx[0] = 0
+        idx[1] = 1
+        for ic in range(C):
+            for i in range(n):
+                idx[2 + i] = combos[ic, i] + 2
+            if not _solve_subset(G, g, idx, k, M, Lc, v, yv, beta):
+                out[ia, ic] = np.inf
+                continue
+            ok = True
+            for i in range(1, k):
+                if abs(beta[i]) > C_MAX:
+                    ok = False
+            if not ok:
+                out[ia, ic] = np.inf
+                continue
+            rss = tt
+            for i in range(k):
+                rss -= beta[i] * v[i]
+            out[ia, ic] = max(rss, 0.0) / N
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def vp_thetas_nb(y, a_grid, basis, combos, sel, ld_grid, f_grid):
+    """Full theta (M, 3+3n) of selected candidates (flat indices into the (A, C) search output)."""
+    N = basis.shape[0]
+    C, n = combos.shape
+    k = 2 + n
+    F = f_grid.shape[0]
+    M = sel.shape[0]
+    out = np.empty((M, 3 + 3 * n))
+    for r in nb.prange(M):
+        ia = sel[r] // C
+        ic = sel[r] % C
+        a = a_grid[ia]
+        G = np.zeros((k, k))
+        g = np.zeros(k)
+        cols = np.empty(k, np.int64)
+        cols[0] = 0
+        cols[1] = 1
+        for i in range(n):
+            cols[2 + i] = combos[ic, i] + 2
+        for j in range(N):
+            t = math.log(y[j] - a)
+            w = (y[j] - a) / y[j]
+            w *= w
+            for p in range(k):
+                xw = basis[j, cols[p]] * w
+                g[p] += xw * t
+                for q in range(k):
+                    G[p, q] += xw * basis[j, cols[q]]
+        idx = np.arange(k)
+        Mw = np.empty((k, k))
+        Lc = np.zeros((k, k))
+        v = np.empty(k)
+        yv = np.empty(k)
+        beta = np.zeros(k)
+        if not _solve_subset(G, g, idx, k, Mw, Lc, v, yv, beta):
+            for i in range(3 + 3 * n):
+                out[r, i] = np.nan
+            continue
+        out[r, 0] = a
+        out[r, 1] = beta[0]
+        out[r, 2] = beta[1]
+        for i in range(n):
+            col = combos[ic, i]
+            out[r, 3 + 3 * i] = beta[2 + i]
+            out[r, 4 + 3 * i] = ld_grid[col // F]
+            out[r, 5 + 3 * i] = f_grid[col % F]
+    return out
+
+
+def vp_thetas_np(y, a_grid, basis, combos, sel, ld_grid, f_grid):
+    """NumPy twin of `vp_thetas_nb` (weighted lstsq per selected candidate)."""
+    C, n = combos.shape
+    F = len(f_grid)
+    out = np.empty((len(sel), 3 + 3 * n))
+    for r, s in enumerate(sel):
+        ia, ic = divmod(int(s), C)
+        cols = combos[ic]
+        beta = vp_coeffs_np(y, a_grid[ia], basis, cols)
+        out[r, :3] = a_grid[ia], beta[0], beta[1]
+        for i, col in enumerate(cols):
+            out[r, 3 + 3 * i: 6 + 3 * i] = beta[2 + i], ld_grid[col // F], f_grid[col % F]
+    return out

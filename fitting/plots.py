@@ -1,0 +1,90 @@
+"""Plots of fitted curves (matplotlib, Agg backend: works without a display)."""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fitting.fit import FitResult  # noqa: E402
+from fitting.tables import Curve  # noqa: E402
+
+
+def _draw(ax, curve: Curve, results: list[FitResult], extend: float = 2.0):
+    xs = [v for v in (curve.x_fit, curve.x_heldout) if len(v)]
+    if xs:
+        allx = np.concatenate(xs)
+        lo, hi = float(allx.min()), float(allx.max()) * extend
+        grid = np.geomspace(lo, hi, 200)
+    ax.plot(curve.x_fit, curve.y_fit, "o", ms=3, color="k", label="fit points")
+    if len(curve.x_heldout):
+        ax.plot(curve.x_heldout, curve.y_heldout, "o", ms=4, mfc="none", color="k", label="held out")
+    x_split = float(curve.x_fit.max()) if len(curve.x_fit) else None
+    for r in results:
+        if not r.ok or not xs:
+            continue
+        label = r.form + (f" n={r.n_breaks}" if r.n_breaks is not None else "")
+        if not math.isnan(r.rmsle_heldout):
+            label += f" ({r.rmsle_heldout:.4f})"
+        yhat = r.predict(grid)
+        (line,) = ax.plot(grid[grid <= x_split], yhat[grid <= x_split], lw=1.5 if r.form == "bnsl" else 1.0,
+                          label=label)
+        ax.plot(grid[grid >= x_split], yhat[grid >= x_split], "--", color=line.get_color(),
+                lw=line.get_linewidth())  # dashed: extrapolation
+    if x_split is not None:
+        ax.axvline(x_split, color="0.7", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(curve.x_name)
+    ax.set_ylabel(curve.y_name)
+    ax.set_title(curve.name, fontsize=8)
+    ax.legend(fontsize=6)
+
+
+def plot_curve(curve: Curve, results: list[FitResult], path: str):
+    """One PNG: data (filled: fit, open: held out), each form's fit (solid) and extrapolation (dashed)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    _draw(ax, curve, results)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def safe_name(curve: Curve) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(str(v) for v in curve.key.values()) or "curve").strip("_")
+
+
+def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, grid: bool = True) -> list[str]:
+    """One PNG per curve in out_dir, plus grid.png with all of them when grid is true; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths, seen = [], {}
+    for c, rs in zip(curves, results):
+        if c.error:
+            continue
+        name = safe_name(c)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name += f"_{seen[name]}"
+        p = os.path.join(out_dir, name + ".png")
+        plot_curve(c, rs, p)
+        paths.append(p)
+    ok = [(c, rs) for c, rs in zip(curves, results) if not c.error]
+    if grid and len(ok) > 1:
+        cols = min(4, len(ok))
+        rows = math.ceil(len(ok) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        for ax, (c, rs) in zip(axes.ravel(), ok):
+            _draw(ax, c, rs)
+        for ax in axes.ravel()[len(ok):]:
+            ax.axis("off")
+        fig.tight_layout()
+        p = os.path.join(out_dir, "grid.png")
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths

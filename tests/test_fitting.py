@@ -1,0 +1,329 @@
+"""fitting/: the BNSL form and kernels, parameter recovery, baselines, tables and bad input."""
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+
+from fitting import bnsl, forms
+from fitting.batch import fit_curve, fit_curves, results_table, summary
+from fitting.fit import FitError, SearchConfig, check_xy, fit, fit_bnsl_n, predict, rmsle
+from fitting.tables import TableError, curves_from_table, read_run, read_table
+
+
+def random_theta(rng, n, a_pos=True):
+    t = [rng.uniform(0.01, 0.5) if a_pos else 0.0, rng.normal(0, 1), rng.uniform(-0.5, 1.0)]
+    for _ in range(n):
+        t += [rng.uniform(-1, 1), rng.uniform(-2, 2), rng.uniform(0.05, 2.0)]
+    return np.array(t)
+
+
+# ---------------------------------------------------------------- form and kernels
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_numpy_and_numba_agree(n):
+    rng = np.random.default_rng(n)
+    z = np.linspace(-4, 4, 37)
+    thetas = np.stack([random_theta(rng, n, a_pos=i % 3 != 0) for i in range(50)])
+    logy = bnsl.log_bnsl_np(thetas[0], z) + rng.normal(0, 0.05, z.size)
+    for t in thetas[:5]:
+        np.testing.assert_allclose(bnsl.log_bnsl_nb(t, z), bnsl.log_bnsl_np(t, z), rtol=1e-12, atol=1e-12)
+        r_np, J_np = bnsl.resid_jac_np(t, z, logy)
+        r_nb, J_nb = bnsl.resid_jac_nb(t, z, logy)
+        np.testing.assert_allclose(r_nb, r_np, rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(J_nb, J_np, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bnsl.loss_many_nb(thetas, z, logy), bnsl.loss_many_np(thetas, z, logy), rtol=1e-11)
+    # the variable-projection search on a small grid: same losses, same infeasible candidates
+    y = np.exp(logy)
+    a_grid = np.array([0.0, 0.5 * y.min(), 0.99 * y.min()])
+    ld, f = np.linspace(-5, 6, 6), np.array([0.1, 1.0, 3.0])
+    basis = np.ascontiguousarray(bnsl.break_basis(z, ld, f) if n else np.stack([np.ones_like(z), -z], 1))
+    from fitting.fit import _combos
+    combos = _combos(n, 6, 3) if n else _combos(0, 1, 1)
+    s_nb = bnsl.vp_search_nb(y, a_grid, basis, combos)
+    s_np = bnsl.vp_search_np(y, a_grid, basis, combos)
+    assert np.array_equal(np.isfinite(s_nb), np.isfinite(s_np))
+    fin = np.isfinite(s_nb)
+    np.testing.assert_allclose(s_nb[fin], s_np[fin], rtol=1e-6, atol=1e-12)
+    sel = np.flatnonzero(fin.ravel())[:20].astype(np.int64)
+    np.testing.assert_allclose(bnsl.vp_thetas_nb(y, a_grid, basis, combos, sel, ld, f),
+                               bnsl.vp_thetas_np(y, a_grid, basis, combos, sel, ld, f), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3])
+def test_jacobian_matches_finite_differences(n):
+    rng = np.random.default_rng(10 + n)
+    z = np.linspace(-3, 3, 25)
+    logy = rng.normal(0, 1, z.size)
+    for a_pos in (True, False):
+        t = random_theta(rng, n, a_pos)
+        _, J = bnsl.resid_jac_nb(t, z, logy)
+        num = np.empty_like(J)
+        for p in range(len(t)):
+            if p == 0 and not a_pos:
+                num[:, 0] = J[:, 0]  # one-sided at a = 0 (the bound); skip
+                continue
+            h = 1e-6 * max(1.0, abs(t[p]))
+            tp, tm = t.copy(), t.copy()
+            tp[p] += h
+            tm[p] -= h
+            num[:, p] = (bnsl.log_bnsl_np(tp, z) - bnsl.log_bnsl_np(tm, z)) / (2 * h)
+        np.testing.assert_allclose(J, num, rtol=1e-5, atol=1e-7)
+
+
+def test_no_nan_or_overflow_at_extreme_parameters():
+    z = np.linspace(-60, 60, 41)
+    logy = np.zeros_like(z)
+    rows = []
+    for a in (0.0, 1e-300, 1.0, 1e300):
+        for lb in (-700.0, 0.0, 700.0):
+            for c in (-20.0, 0.0, 20.0):
+                for ld in (-100.0, 0.0, 100.0):
+                    for f in (bnsl.F_MIN, 1.0, 1e3):
+                        rows.append([a, lb, c, c, ld, f, -c, -ld, f])
+    thetas = np.array(rows)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        for t in thetas:
+            ly = bnsl.log_bnsl_np(t, z)
+            assert np.all(np.isfinite(ly))
+            np.testing.assert_allclose(bnsl.log_bnsl_nb(t, z), ly, rtol=1e-12)
+        assert not np.any(np.isnan(bnsl.loss_many_np(thetas, z, logy)))
+    assert not np.any(np.isnan(bnsl.loss_many_nb(thetas, z, logy)))
+    for t in thetas[::7]:
+        r, J = bnsl.resid_jac_nb(t, z, logy)
+        assert not np.any(np.isnan(r)) and not np.any(np.isnan(J))
+    # the natural-units function stays finite (log y clipped to the float range before exp)
+    x = np.geomspace(1e-20, 1e20, 9)
+    with np.errstate(over="raise", invalid="raise"):
+        for b, c0 in ((1e-300, 50.0), (1e300, -50.0), (1.0, 0.0)):
+            y = bnsl.bnsl(x, 0.0, b, c0, [30.0, -30.0], [1e-10, 1e10], [1e-4, 1e3])
+            assert np.all(np.isfinite(y))
+
+
+def test_natural_parameters_round_trip():
+    p = {"a": 0.1, "b": 3.0, "c0": 0.4, "c1": 0.5, "d1": 1e6, "f1": 0.3}
+    theta = bnsl.from_natural(p, z0=12.0)
+    back = bnsl.to_natural(theta, z0=12.0)
+    for k in p:
+        assert back[k] == pytest.approx(p[k], rel=1e-12)
+    x = np.geomspace(1e3, 1e9, 13)
+    np.testing.assert_allclose(np.exp(bnsl.log_bnsl_np(theta, np.log(x) - 12.0)), predict("bnsl", p, x), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- parameter recovery
+
+TRUE = {
+    0: {"a": 0.2, "b": 30.0, "c0": 0.35},
+    1: {"a": 0.1, "b": 8.0, "c0": 0.1, "c1": 0.6, "d1": 3e6, "f1": 0.3},
+    2: {"a": 0.05, "b": 5.0, "c0": 0.05, "c1": 0.5, "d1": 1e5, "f1": 0.2, "c2": -0.4, "d2": 1e8, "f2": 0.3},
+}
+NOISE = 0.005  # multiplicative log-normal noise on y
+
+
+def synthetic(n, seed=0, num=60):
+    rng = np.random.default_rng(seed)
+    x = np.geomspace(1e3, 1e10, num)
+    y_true = predict("bnsl", TRUE[n], x)
+    return x, y_true * np.exp(rng.normal(0, NOISE, num)), y_true
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_bnsl_recovers_known_curve(n):
+    """Tolerances: the fitted curve within 1 % (RMSLE vs the noise-free curve) over the data;
+    a, b, c0 within 5 % for n = 0; for n >= 1 the slopes c_i within 0.1 and log d_i within 0.5
+    (positions within a factor 1.65)."""
+    x, y, y_true = synthetic(n, seed=n)
+    r = fit("bnsl", x, y, breaks=n)
+    assert r.ok, r.reason
+    assert r.n_breaks == n
+    assert rmsle(r.predict(x), y_true) < 0.01
+    assert r.rmsle_fit < 2 * NOISE
+    if n == 0:
+        for k in ("a", "b", "c0"):
+            assert r.params[k] == pytest.approx(TRUE[0][k], rel=0.05), k
+    else:
+        assert r.params["c0"] == pytest.approx(TRUE[n]["c0"], abs=0.1)
+        for i in range(1, n + 1):
+            assert r.params[f"c{i}"] == pytest.approx(TRUE[n][f"c{i}"], abs=0.1)
+            assert abs(math.log(r.params[f"d{i}"] / TRUE[n][f"d{i}"])) < 0.5
+    assert "rmsle_fit" in r.report()
+
+
+def test_auto_breaks_finds_the_break():
+    x, y, y_true = synthetic(1, seed=5)
+    r = fit("bnsl", x, y, breaks="auto")
+    assert r.ok, r.reason
+    assert r.n_breaks >= 1 and set(r.val_rmsle) == {0, 1, 2, 3}
+    assert rmsle(r.predict(x), y_true) < 0.01
+
+
+M_TRUE = {
+    "m1": {"b": 3.0, "c": -0.3},
+    "m2": {"a": 0.2, "b": 10.0, "c": -0.4},
+    "m3": {"b": 2.0, "g": 1e-5, "c": 0.3},
+    "m4": {"e_inf": 0.1, "e0": 0.9, "alpha": 0.5, "b": 50.0, "c": -0.5},
+}
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_each_baseline_recovers_its_parameters(form):
+    """Noise-free curves: predictions within 1e-4 RMSLE, parameters within 2 %."""
+    x = np.geomspace(1e2, 1e8, 40)
+    y = forms.predict(form, M_TRUE[form], x)
+    r = fit(form, x, y)
+    assert r.ok, r.reason
+    assert r.rmsle_fit < 1e-4
+    for k, v in M_TRUE[form].items():
+        assert r.params[k] == pytest.approx(v, rel=0.02), (k, r.params)
+
+
+def test_m4_prediction_solves_its_equation():
+    p = M_TRUE["m4"]
+    x = np.geomspace(1.0, 1e12, 50)
+    y = forms.predict("m4", p, x)
+    assert np.all((y > p["e_inf"]) & (y < p["e0"]))
+    lhs = (y - p["e_inf"]) / (p["e0"] - y) ** p["alpha"]
+    np.testing.assert_allclose(lhs, p["b"] * x ** p["c"], rtol=1e-8)
+
+
+def test_numpy_backend_gives_the_same_fit():
+    x, y, _ = synthetic(1, seed=3, num=30)
+    cfg = SearchConfig(n_d=(0, 12, 8, 6), n_f=(0, 4, 3, 3))
+    t_nb, z0, loss_nb, _ = fit_bnsl_n(x, y, 1, cfg=cfg, backend="numba")
+    t_np, _, loss_np, _ = fit_bnsl_n(x, y, 1, cfg=cfg, backend="numpy")
+    assert loss_nb == pytest.approx(loss_np, rel=1e-3, abs=1e-9)
+    z = np.log(x) - z0
+    np.testing.assert_allclose(bnsl.log_bnsl_np(t_nb, z), bnsl.log_bnsl_np(t_np, z), atol=1e-3)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("x,y,msg", [
+    ([1, 2, 3, 4], [1, 0.5, -0.1, 0.2], "values <= 0"),
+    ([1, 2, 3, 4], [1, np.nan, 0.3, 0.2], "NaN/inf"),
+    ([1, 2, 3, 4], [1, np.inf, 0.3, 0.2], "NaN/inf"),
+    ([5, 5, 5, 5], [1, 0.5, 0.3, 0.2], "single x"),
+    ([1, 2], [1, 0.5], "2 points < "),
+    ([0, 2, 3, 4], [1, 0.5, 0.3, 0.2], "values <= 0"),
+])
+def test_bad_input_gives_a_reason(x, y, msg):
+    for form in ("bnsl", "m2", "m4"):
+        r = fit(form, np.array(x, float), np.array(y, float))
+        assert r.status == "error" and msg in r.reason, (form, r.reason)
+    with pytest.raises(FitError, match=msg.split()[0].replace("/", ".")):
+        check_xy(np.array(x, float), np.array(y, float), 3)
+
+
+def test_too_few_points_for_breaks():
+    x = np.geomspace(1, 100, 5)
+    r = fit("bnsl", x, 1 / x + 0.1, breaks=2)
+    assert r.status == "error" and "5 points < 9 parameters" in r.reason
+    r = fit("bnsl", x, 1 / x + 0.1, breaks="auto")  # picks what the points allow
+    assert r.ok and r.n_breaks == 0
+
+
+def _table():
+    x = np.geomspace(1e3, 1e7, 12)
+    rows = {"task": [], "model": [], "n": [], "err": [], "train": []}
+    for task, model, y in [("t1", "s", 0.1 + 5 * x ** -0.3), ("t1", "l", 0.05 + 3 * x ** -0.25),
+                           ("bad", "s", np.where(x > 1e5, -0.1, 0.5)), ("nan", "s", np.where(x > 1e5, np.nan, 0.5))]:
+        for i, (xi, yi) in enumerate(zip(x, y)):
+            rows["task"].append(task), rows["model"].append(model), rows["n"].append(float(xi))
+            rows["err"].append(float(yi)), rows["train"].append(int(i < 9))
+    # a duplicate x row in the first curve: averaged with its twin
+    rows["task"].append("t1"), rows["model"].append("s"), rows["n"].append(float(x[0]))
+    rows["err"].append(float(rows["err"][0]) * 1.02), rows["train"].append(1)
+    return pa.table(rows)
+
+
+def test_curves_from_table_split_duplicates_and_bad_curves():
+    curves = curves_from_table(_table(), "n", "err", ["task", "model"], "train")
+    assert [c.key for c in curves] == [{"task": "t1", "model": "s"}, {"task": "t1", "model": "l"},
+                                       {"task": "bad", "model": "s"}, {"task": "nan", "model": "s"}]
+    c = curves[0]
+    assert len(c.x_fit) == 9 and len(c.x_heldout) == 3 and c.error is None
+    assert c.y_fit[0] == pytest.approx((0.1 + 5 * 1e3 ** -0.3) * 1.01)
+    assert "task=bad" in curves[2].error and "'err'" in curves[2].error and "<= 0" in curves[2].error
+    assert "task=nan" in curves[3].error and "NaN" in curves[3].error
+    with pytest.raises(TableError, match="missing column 'nope'"):
+        curves_from_table(_table(), "n", "err", ["task", "nope"])
+
+
+def test_batch_reports_failures_and_keeps_going():
+    curves = curves_from_table(_table(), "n", "err", ["task", "model"], "train")
+    results = fit_curves(curves, ["m1", "m2"], workers=1)
+    table = results_table(curves, results)
+    assert table.num_rows == 8
+    d = table.to_pydict()
+    assert d["status"] == ["ok"] * 4 + ["error"] * 4
+    assert all("task=bad" in r for r in d["reason"][4:6])
+    assert d["rmsle_heldout"][0] is not None and d["b"][0] > 0
+    s = summary(results)
+    assert s["m2"]["ok"] == 2 and s["m2"]["failed"] == 2 and s["m2"]["wins"] >= 1
+    # a form that raises unexpectedly becomes an error row too
+    rs = fit_curve(curves[0], ["nope"])
+    assert rs[0].status == "error" and "nope" in rs[0].reason
+
+
+def test_process_pool_matches_serial():
+    curves = curves_from_table(_table(), "n", "err", ["task", "model"], "train")[:2]
+    serial = fit_curves(curves, ["m1", "m3"], workers=1)
+    pooled = fit_curves(curves, ["m1", "m3"], workers=2)
+    for a, b in zip(serial, pooled):
+        for ra, rb in zip(a, b):
+            assert ra.params == pytest.approx(rb.params)
+
+
+# ---------------------------------------------------------------- table formats
+
+
+def test_read_table_formats(tmp_path):
+    t = _table()
+    pq.write_table(t, tmp_path / "t.parquet")
+    with ipc.new_file(str(tmp_path / "f.arrow"), t.schema) as w:
+        w.write_table(t)
+    with ipc.new_stream(str(tmp_path / "s.arrow"), t.schema) as w:
+        w.write_table(t)
+    import pyarrow.csv as pcsv
+    pcsv.write_csv(t, tmp_path / "t.csv")
+    for name in ("t.parquet", "f.arrow", "s.arrow", "t.csv"):
+        got = read_table(str(tmp_path / name))
+        assert got.num_rows == t.num_rows and got.column("err").to_pylist()[:3] == t.column("err").to_pylist()[:3]
+    with pytest.raises(TableError, match="no such file"):
+        read_table(str(tmp_path / "missing.csv"))
+
+
+def write_evals(path, n=12, truncate=True):
+    """A fake trainer evals.arrow: IPC stream appended batch by batch, last batch cut short."""
+    schema = pa.schema([("step", pa.int64()), ("wall_s", pa.float64()), ("images_seen", pa.int64()),
+                        ("flops_seen", pa.float64()), ("resolution", pa.int32()), ("top1", pa.float64()),
+                        ("top5", pa.float64()), ("loss", pa.float64())])
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_stream(sink, schema) as w:
+        for i in range(n + 1):  # i = 0: the evaluation before training (images_seen 0)
+            seen = i * 50_000
+            err = 0.12 + 0.9 * (seen + 2e4) ** -0.15 if i else 0.9
+            w.write_batch(pa.record_batch([[i * 100], [i * 10.0], [seen], [seen * 1e9], [32], [1 - err],
+                                           [min(1.0, 1.4 - err)], [2.3 * err]], schema=schema))
+    if truncate:
+        data = path.read_bytes()
+        path.write_bytes(data[:-40])  # a crash mid-write of the last batch
+
+
+def test_read_run_truncated_stream(tmp_path):
+    run = tmp_path / "run1"
+    run.mkdir()
+    write_evals(run / "evals.arrow")
+    c = read_run(str(run), "images_seen", "error", holdout_frac=0.3)
+    assert c.error is None
+    n = len(c.x_fit) + len(c.x_heldout)
+    assert n == 11  # 13 batches written, last one truncated, the x = 0 eval dropped
+    assert len(c.x_heldout) == round(0.3 * 11) and c.x_fit.max() < c.x_heldout.min()
+    assert np.all((c.y_fit > 0) & (c.y_fit < 1))
+    c2 = read_run(str(run), "flops_seen", "loss")
+    assert c2.error is None and c2.y_name == "loss"
+    missing = read_run(str(tmp_path / "nope"))
+    assert missing.error and "nope" in missing.error

@@ -1,0 +1,71 @@
+"""python -m fitting end to end (in process): a small CSV with a bad curve, and a fake run directory."""
+import os
+
+import numpy as np
+import pyarrow.ipc as ipc
+
+from fitting.__main__ import main
+from test_fitting import write_evals  # tests/ is on sys.path (pytest rootdir-less import)
+
+
+def _csv(path):
+    x = np.geomspace(1e4, 1e8, 10)
+    lines = ["family,size,examples,loss,split"]
+    for fam, size, y in [("a", "s", 0.3 + 40 * x ** -0.35), ("a", "l", 0.2 + 30 * x ** -0.3),
+                         ("b", "s", np.r_[0.5, 0.4, -1.0, np.full(7, 0.3)])]:
+        for i, (xi, yi) in enumerate(zip(x, y)):
+            lines.append(f"{fam},{size},{xi:.6g},{yi:.8g},{'true' if i < 8 else 'false'}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cli_fit_csv(tmp_path, capsys):
+    src = tmp_path / "curves.csv"
+    _csv(src)
+    out = tmp_path / "fits.arrow"
+    rc = main(["fit", str(src), "--x", "examples", "--y", "loss", "--curve", "family,size", "--split-col", "split",
+               "--forms", "bnsl,m2,m4", "--breaks", "auto", "--workers", "1", "--out", str(out),
+               "--plots", str(tmp_path / "plots")])
+    assert rc == 0
+    t = ipc.open_file(str(out)).read_all()
+    d = t.to_pydict()
+    assert t.num_rows == 9
+    for col in ("family", "size", "form", "n_breaks", "a", "b", "c0", "c", "e_inf", "rmsle_fit", "rmsle_heldout",
+                "seconds", "status", "reason"):
+        assert col in t.column_names, col
+    assert d["form"][:3] == ["bnsl", "m2", "m4"]
+    assert d["status"][:6] == ["ok"] * 6 and d["status"][6:] == ["error"] * 3
+    assert "family=b" in d["reason"][6] and "'loss'" in d["reason"][6]
+    assert all(v is not None and v < 0.05 for v in d["rmsle_heldout"][:6])
+    assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]  # temp file renamed
+    assert sorted(os.listdir(tmp_path / "plots")) == ["a_l.png", "a_s.png", "grid.png"]
+    text = capsys.readouterr().out
+    assert "wins" in text and "bnsl" in text and "failed: curve (family=b" in text
+
+
+def test_cli_missing_column_one_line(tmp_path, capsys):
+    src = tmp_path / "curves.csv"
+    _csv(src)
+    rc = main(["fit", str(src), "--x", "examples", "--y", "nope", "--out", str(tmp_path / "o.arrow")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing column 'nope'" in err
+    assert not (tmp_path / "o.arrow").exists()
+
+
+def test_cli_runs(tmp_path, capsys):
+    for name in ("run_a", "run_b"):
+        (tmp_path / name).mkdir()
+        write_evals(tmp_path / name / "evals.arrow", truncate=name == "run_b")
+    (tmp_path / "empty_run").mkdir()
+    out = tmp_path / "runs.arrow"
+    rc = main(["runs", str(tmp_path / "run_a"), str(tmp_path / "run_b"), str(tmp_path / "empty_run"),
+               "--x", "images_seen", "--y", "error", "--holdout-frac", "0.3", "--forms", "bnsl,m1,m4",
+               "--workers", "1", "--out", str(out), "--plots", str(tmp_path / "p")])
+    assert rc == 0
+    d = ipc.open_file(str(out)).read_all().to_pydict()
+    assert d["run"] == ["run_a"] * 3 + ["run_b"] * 3 + ["empty_run"] * 3
+    assert d["status"][:6] == ["ok"] * 6
+    assert d["n_heldout"][0] == 4 and d["n_heldout"][3] == 3  # 12 vs 11 evals after x = 0 is dropped
+    assert all(v < 0.05 for v in d["rmsle_heldout"][:6])
+    assert "empty_run" in d["reason"][6] and "evals.arrow" in d["reason"][6]
+    assert (tmp_path / "p" / "run_a.png").exists()
