@@ -216,15 +216,6 @@ def vp_search_np(y: np.ndarray, a_grid: np.ndarray, basis: np.ndarray, combos: n
     return out
 
 
-def vp_coeffs_np(y, a, basis, cols):
-    """Linear coefficients (log b, c0, c_i) for one a and one combination, by weighted lstsq."""
-    t, w = _weights_targets(y, a)
-    X = basis[:, np.concatenate([[0, 1], np.asarray(cols) + 2])]
-    sw = np.sqrt(w)
-    beta, *_ = np.linalg.lstsq(X * sw[:, None], t * sw, rcond=None)
-    return beta
-
-
 # ---------------------------------------------------------------- Numba kernels
 
 
@@ -324,13 +315,14 @@ def resid_jac_nb(theta, z, logy):
 
 
 @nb.njit(cache=True)
-def _gram(y, a, basis, G, g):
-    """Fill G = X' W X and g = X' W t for t = log(y - a), w = ((y - a)/y)^2; return t' W t."""
+def _gram(y, a, basis):
+    """(G, g, t' W t) with G = X' W X, g = X' W t for t = log(y - a), w = ((y - a)/y)^2.
+
+    Plain loops, not BLAS: this runs inside prange threads, where a threaded BLAS call oversubscribes the cores.
+    """
     N, Q = basis.shape
-    for p in range(Q):
-        g[p] = 0.0
-        for q in range(Q):
-            G[p, q] = 0.0
+    G = np.zeros((Q, Q))
+    g = np.zeros(Q)
     tt = 0.0
     for j in range(N):
         t = math.log(y[j] - a)
@@ -345,7 +337,7 @@ def _gram(y, a, basis, G, g):
     for p in range(Q):
         for q in range(p + 1, Q):
             G[p, q] = G[q, p]
-    return tt
+    return G, g, tt
 
 
 @nb.njit(cache=True)
@@ -384,7 +376,10 @@ def vp_search_nb(y, a_grid, basis, combos):
     """Approximate log-space loss for every (a, break combination), (A, C); see `vp_search_np`.
 
     Parallel over a; the Gram matrix of all candidate columns is built once per a, so each candidate
-    costs a (2+n)x(2+n) Cholesky solve, independent of the number of points.
+    costs a (2+n)x(2+n) Cholesky solve, independent of the number of points. Consecutive combinations
+    share leading columns (they are in lexicographic order), so the Cholesky rows and forward
+    substitution of the shared prefix are kept and only the rows from the first changed column on are
+    recomputed: for n = 3 mostly the last row, about a third of a full factorization.
     """
     N, Q = basis.shape
     A = a_grid.shape[0]
@@ -392,26 +387,57 @@ def vp_search_nb(y, a_grid, basis, combos):
     k = 2 + n
     out = np.empty((A, C))
     for ia in nb.prange(A):
-        G = np.empty((Q, Q))
-        g = np.empty(Q)
-        tt = _gram(y, a_grid[ia], basis, G, g)
-        M = np.empty((k, k))
+        G, g, tt = _gram(y, a_grid[ia], basis)
         Lc = np.zeros((k, k))
         v = np.empty(k)
         yv = np.empty(k)
         beta = np.empty(k)
         idx = np.empty(k, np.int64)
+        prev = np.full(k, -1, np.int64)
         idx[0] = 0
         idx[1] = 1
+        fail = k  # first row whose pivot failed for the previous combination (k: none)
         for ic in range(C):
             for i in range(n):
                 idx[2 + i] = combos[ic, i] + 2
-            if not _solve_subset(G, g, idx, k, M, Lc, v, yv, beta):
+            start = 0
+            while start < k and idx[start] == prev[start]:
+                start += 1
+            for i in range(k):
+                prev[i] = idx[i]
+            if start > fail:  # the failed row is in the shared prefix
+                out[ia, ic] = np.inf
+                continue
+            fail = k
+            for i in range(start, k):
+                for j in range(i + 1):
+                    s = G[idx[i], idx[j]]
+                    for m in range(j):
+                        s -= Lc[i, m] * Lc[j, m]
+                    if i == j:
+                        if not s > 1e-10 * G[idx[i], idx[i]]:
+                            fail = i
+                            break
+                        Lc[i, i] = math.sqrt(s)
+                    else:
+                        Lc[i, j] = s / Lc[j, j]
+                if fail < k:
+                    break
+                v[i] = g[idx[i]]
+                s = v[i]
+                for m in range(i):
+                    s -= Lc[i, m] * yv[m]
+                yv[i] = s / Lc[i, i]
+            if fail < k:
                 out[ia, ic] = np.inf
                 continue
             ok = True
-            for i in range(1, k):
-                if abs(beta[i]) > C_MAX:
+            for i in range(k - 1, -1, -1):
+                s = yv[i]
+                for m in range(i + 1, k):
+                    s -= Lc[m, i] * beta[m]
+                beta[i] = s / Lc[i, i]
+                if i >= 1 and abs(beta[i]) > C_MAX:
                     ok = False
             if not ok:
                 out[ia, ic] = np.inf
@@ -474,15 +500,187 @@ def vp_thetas_nb(y, a_grid, basis, combos, sel, ld_grid, f_grid):
 
 
 def vp_thetas_np(y, a_grid, basis, combos, sel, ld_grid, f_grid):
-    """NumPy twin of `vp_thetas_nb` (weighted lstsq per selected candidate)."""
+    """NumPy twin of `vp_thetas_nb`: the selected candidates' weighted normal equations, solved as one stack."""
     C, n = combos.shape
     F = len(f_grid)
-    out = np.empty((len(sel), 3 + 3 * n))
-    for r, s in enumerate(sel):
-        ia, ic = divmod(int(s), C)
-        cols = combos[ic]
-        beta = vp_coeffs_np(y, a_grid[ia], basis, cols)
-        out[r, :3] = a_grid[ia], beta[0], beta[1]
-        for i, col in enumerate(cols):
-            out[r, 3 + 3 * i: 6 + 3 * i] = beta[2 + i], ld_grid[col // F], f_grid[col % F]
+    sel = np.asarray(sel, dtype=np.int64)
+    ia, ic = np.divmod(sel, C)
+    a = a_grid[ia]  # (M,)
+    cols = np.concatenate([np.zeros((len(sel), 1), np.int64), np.ones((len(sel), 1), np.int64),
+                           combos[ic] + 2], axis=1)  # (M, k)
+    t = np.log(y[None, :] - a[:, None])  # (M, N)
+    w = ((y[None, :] - a[:, None]) / y[None, :]) ** 2
+    X = np.moveaxis(basis[:, cols], 0, 1)  # (M, N, k)
+    Xw = X * w[:, :, None]
+    G = np.einsum("mnp,mnq->mpq", Xw, X)
+    g = np.einsum("mnp,mn->mp", Xw, t)
+    out = np.full((len(sel), 3 + 3 * n), np.nan)
+    try:
+        beta = np.linalg.solve(G, g[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # a singular candidate: solve one by one, NaN for the singular ones
+        beta = np.full(g.shape, np.nan)
+        for r in range(len(sel)):
+            try:
+                beta[r] = np.linalg.solve(G[r], g[r])
+            except np.linalg.LinAlgError:
+                pass
+    out[:, 0], out[:, 1], out[:, 2] = a, beta[:, 0], beta[:, 1]
+    for i in range(n):
+        col = combos[ic, i]
+        out[:, 3 + 3 * i], out[:, 4 + 3 * i], out[:, 5 + 3 * i] = beta[:, 2 + i], ld_grid[col // F], f_grid[col % F]
     return out
+
+
+# ---------------------------------------------------------------- refinement: projected Levenberg-Marquardt
+#
+# A small box-constrained Levenberg-Marquardt loop replaces scipy.optimize.least_squares(method="trf"):
+# with 3-12 parameters and <= a few hundred points its per-iteration Python overhead (SVDs, scaling
+# vectors, trust-region bookkeeping) was ~90 % of the fit time. Marquardt's damping lambda * diag(J'J)
+# plays the role of least_squares' x_scale="jac"; bounds are kept by an active set (a parameter at a
+# bound whose gradient points outward is held fixed for that step) and by clipping the trial point.
+LM_FTOL = 1e-10  # stop when an accepted step lowers the loss by less than this fraction
+LM_XTOL = 1e-10  # ... or moves theta by less than this (relative)
+
+
+@nb.njit(cache=True)
+def _chol_solve(A, b, free):
+    """Solve A[free, free] d = b[free] by Cholesky (d = 0 elsewhere); False if not positive definite."""
+    P = b.shape[0]
+    idx = np.empty(P, np.int64)
+    k = 0
+    for i in range(P):
+        if free[i]:
+            idx[k] = i
+            k += 1
+    L = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1):
+            s = A[idx[i], idx[j]]
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            if i == j:
+                if not s > 0.0:
+                    return np.zeros(P), False
+                L[i, i] = math.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    yv = np.empty(k)
+    for i in range(k):
+        s = b[idx[i]]
+        for m in range(i):
+            s -= L[i, m] * yv[m]
+        yv[i] = s / L[i, i]
+    d = np.zeros(P)
+    for i in range(k - 1, -1, -1):
+        s = yv[i]
+        for m in range(i + 1, k):
+            s -= L[m, i] * d[idx[m]]
+        d[idx[i]] = s / L[i, i]
+    return d, True
+
+
+@nb.njit(cache=True)
+def lm_nb(theta0, lo, hi, z, logy, max_nfev):
+    """Box-constrained Levenberg-Marquardt on `resid_jac_nb`; returns (theta, mean squared residual, nfev)."""
+    P = theta0.shape[0]
+    N = z.shape[0]
+    th = np.minimum(np.maximum(theta0, lo), hi)
+    r, J = resid_jac_nb(th, z, logy)
+    nfev = 1
+    cost = 0.0
+    for j in range(N):
+        cost += r[j] * r[j]
+    if not math.isfinite(cost):
+        return th, np.inf, nfev
+    lam = 1e-3
+    A = np.empty((P, P))
+    g = np.empty(P)
+    free = np.empty(P, np.bool_)
+    M = np.empty((P, P))
+    while nfev < max_nfev:
+        for p in range(P):
+            s = 0.0
+            for j in range(N):
+                s += J[j, p] * r[j]
+            g[p] = s
+            for q in range(p + 1):
+                s = 0.0
+                for j in range(N):
+                    s += J[j, p] * J[j, q]
+                A[p, q] = s
+                A[q, p] = s
+        dmax = 0.0
+        for p in range(P):
+            dmax = max(dmax, A[p, p])
+            free[p] = not ((th[p] <= lo[p] and g[p] > 0.0) or (th[p] >= hi[p] and g[p] < 0.0))
+        done = True
+        accepted = False
+        while nfev < max_nfev and lam < 1e16:
+            for p in range(P):
+                for q in range(P):
+                    M[p, q] = A[p, q]
+                M[p, p] += lam * max(A[p, p], 1e-12 * dmax + 1e-300)
+            d, ok = _chol_solve(M, -g, free)
+            if not ok:
+                lam *= 10.0
+                continue
+            trial = np.minimum(np.maximum(th + d, lo), hi)
+            r2, J2 = resid_jac_nb(trial, z, logy)
+            nfev += 1
+            cost2 = 0.0
+            for j in range(N):
+                cost2 += r2[j] * r2[j]
+            if math.isfinite(cost2) and cost2 < cost:
+                step = 0.0
+                norm = 0.0
+                for p in range(P):
+                    step += (trial[p] - th[p]) ** 2
+                    norm += th[p] ** 2
+                done = cost - cost2 <= LM_FTOL * cost or math.sqrt(step) <= LM_XTOL * (math.sqrt(norm) + LM_XTOL)
+                th, r, J, cost = trial, r2, J2, cost2
+                lam = max(lam / 3.0, 1e-12)
+                accepted = True
+                break
+            lam *= 4.0
+        if done or not accepted:
+            break
+    return th, cost / N, nfev
+
+
+def lm_np(theta0, lo, hi, z, logy, max_nfev):
+    """NumPy twin of `lm_nb` (same steps, on `resid_jac_np` and numpy.linalg)."""
+    th = np.clip(np.asarray(theta0, dtype=np.float64), lo, hi)
+    r, J = resid_jac_np(th, z, logy)
+    nfev, cost, lam = 1, float(r @ r), 1e-3
+    if not math.isfinite(cost):
+        return th, math.inf, nfev
+    while nfev < max_nfev:
+        g, A = J.T @ r, J.T @ J
+        dg = np.diag(A)
+        free = ~(((th <= lo) & (g > 0)) | ((th >= hi) & (g < 0)))
+        fi = np.flatnonzero(free)
+        done, accepted = True, False
+        while nfev < max_nfev and lam < 1e16:
+            M = A + np.diag(lam * np.maximum(dg, 1e-12 * dg.max() + 1e-300))
+            d = np.zeros_like(th)
+            try:
+                Lc = np.linalg.cholesky(M[np.ix_(fi, fi)])
+                d[fi] = np.linalg.solve(Lc.T, np.linalg.solve(Lc, -g[fi]))
+            except np.linalg.LinAlgError:
+                lam *= 10.0
+                continue
+            trial = np.clip(th + d, lo, hi)
+            r2, J2 = resid_jac_np(trial, z, logy)
+            nfev += 1
+            cost2 = float(r2 @ r2)
+            if math.isfinite(cost2) and cost2 < cost:
+                step = float(np.sqrt(np.sum((trial - th) ** 2)))
+                done = cost - cost2 <= LM_FTOL * cost or step <= LM_XTOL * (float(np.sqrt(th @ th)) + LM_XTOL)
+                th, r, J, cost = trial, r2, J2, cost2
+                lam = max(lam / 3.0, 1e-12)
+                accepted = True
+                break
+            lam *= 4.0
+        if done or not accepted:
+            break
+    return th, cost / len(z), nfev

@@ -327,3 +327,57 @@ def test_read_run_truncated_stream(tmp_path):
     assert c2.error is None and c2.y_name == "loss"
     missing = read_run(str(tmp_path / "nope"))
     assert missing.error and "nope" in missing.error
+
+
+# ---------------------------------------------------------------- refinement and break choice
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_levenberg_marquardt_numpy_and_numba_agree(n):
+    """lm_nb and its NumPy twin take the same steps: same optimum from the same start, inside the bounds."""
+    x, y, _ = synthetic(n, seed=20 + n, num=40)
+    z = np.log(x) - np.log(x).mean()
+    theta_true = bnsl.from_natural(TRUE[n], np.log(x).mean())
+    rng = np.random.default_rng(n)
+    start = theta_true + rng.normal(0, 0.05, theta_true.size)
+    lo = np.array([0.0, -np.inf, -20.0] + [-20.0, -20.0, 1e-2] * n)
+    hi = np.array([1.0, np.inf, 20.0] + [20.0, 20.0, 20.0] * n)
+    t_nb, loss_nb, nfev_nb = bnsl.lm_nb(start, lo, hi, z, np.log(y), 100)
+    t_np, loss_np, nfev_np = bnsl.lm_np(start, lo, hi, z, np.log(y), 100)
+    assert loss_nb == pytest.approx(loss_np, rel=1e-6)
+    np.testing.assert_allclose(t_nb, t_np, rtol=1e-5, atol=1e-7)
+    assert np.all((t_nb >= lo) & (t_nb <= hi))
+    assert loss_nb <= np.mean(bnsl.resid_jac_nb(start, z, np.log(y))[0] ** 2)
+    assert math.sqrt(loss_nb) < 2 * NOISE
+
+
+def test_levenberg_marquardt_holds_a_bound():
+    """y = b x^-c with no floor: the fit sits at a = 0 (the lower bound), not below it."""
+    x = np.geomspace(1e2, 1e8, 30)
+    y = 5.0 * x ** -0.3
+    z = np.log(x) - np.log(x).mean()
+    t, loss, _ = bnsl.lm_nb(np.array([0.5 * y.min(), 0.0, 0.1]), np.array([0.0, -np.inf, -20.0]),
+                            np.array([y.max(), np.inf, 20.0]), z, np.log(y), 200)
+    assert t[0] == 0.0 and loss < 1e-12 and t[2] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_bnsl_without_breaks_matches_m2():
+    """BNSL with n = 0 is M2 (y = a + b x^-c0): both fits reach the same curve on a noisy M2 curve."""
+    rng = np.random.default_rng(7)
+    x = np.geomspace(1e3, 1e9, 25)
+    y = forms.predict("m2", M_TRUE["m2"], x) * np.exp(rng.normal(0, 0.01, x.size))
+    xh = np.geomspace(2e9, 1e11, 5)
+    yh = forms.predict("m2", M_TRUE["m2"], xh)
+    b = fit("bnsl", x, y, xh, yh, breaks=0)
+    m = fit("m2", x, y, xh, yh)
+    assert b.loss == pytest.approx(m.loss, rel=1e-4)
+    assert b.params["a"] == pytest.approx(m.params["a"], rel=1e-3, abs=1e-6)
+    assert b.params["c0"] == pytest.approx(-m.params["c"], rel=1e-3)
+    assert b.rmsle_heldout == pytest.approx(m.rmsle_heldout, rel=1e-2, abs=1e-5)
+
+
+def test_auto_breaks_prefers_fewer_on_a_plain_power_law():
+    """A curve without a break: the validation rule (with its margin) keeps n = 0."""
+    x, y, _ = synthetic(0, seed=11, num=40)
+    r = fit("bnsl", x, y, breaks="auto")
+    assert r.ok and r.n_breaks == 0, r.val_rmsle
