@@ -1,0 +1,139 @@
+"""Trainer throughput per resolution: end to end, with data already on the device, and the loader alone.
+
+    python -m bench.train --config demo --resolutions 16,24,32 --steps 20 --repeats 3
+    python -m bench.train --config s16_24h --data.dir=data/imagenet/betons --resolutions 64,128,224
+
+For each resolution, images/s of
+- end-to-end: the trainer's step (pipeline.train.train_step) fed by the real FFCV loader and the
+  batched augmentation, as in a run;
+- on-device: the same augmentation + step on one batch already on the device (the model-only
+  bound: no decoding, no transfer);
+- loader: iterating the loader alone (decode + crop + transfer).
+The loader's share is visible as the gap between end-to-end and on-device. Each number is the
+median over --repeats timed windows of --steps steps, after --warmup steps that absorb
+torch.compile and FFCV's JIT. Config overrides (--section.key=value) apply as for the trainer.
+Prints a table and writes JSON (default results/train_bench.json) with device and versions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline import config as C
+from pipeline import train as T
+from pipeline.logs import environment
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeats: int) -> dict:
+    """Measure images/s (median of `repeats` windows of `steps` steps) at each resolution."""
+    import model as vit
+    from pipeline.augment import BatchAugment
+    from pipeline.data import BetonSet
+
+    device = T.pick_device(cfg)
+    rt = T.Runtime.from_config(cfg, device)
+    torch.manual_seed(cfg.train.seed)
+    bs = BetonSet(cfg.data.dir)
+    loader = bs.loader("train", batch_size=cfg.train.batch_size, output_size=resolutions[0],
+                       num_workers=cfg.data.num_workers, device=device if device.type == "cuda" else None,
+                       seed=cfg.train.seed, scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max))
+    net = T.build_model(cfg, bs.num_classes, img_size=max(resolutions)).to(device)
+    if rt.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+    fwd = T.compiled_forward(net, rt)
+    opt = T.build_optimizer(net, cfg, device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    aug = BatchAugment(cfg.augment, num_classes=bs.num_classes, device=device, seed=cfg.train.seed)
+    n_batches = len(loader)
+
+    def step(images, labels):
+        x, y = aug.train(images, labels, strength=1.0)
+        return T.train_step(fwd, opt, params, x, y, rt, cfg.optim.grad_clip)
+
+    def stream():
+        """Endless batches at the loader's current size, moved to the device."""
+        while True:
+            for images, labels in T.batches(loader, rt.threads):
+                yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def timed(fn, n) -> float:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        return n * cfg.train.batch_size / (time.perf_counter() - t)
+
+    results = {}
+    for res in resolutions:
+        loader.set_output_size(res)
+        it = stream()
+        for _ in range(warmup):  # compile at this size, FFCV JIT, allocator warm-up
+            step(*next(it))
+        e2e = [timed(lambda: step(*next(it)), steps) for _ in range(repeats)]
+        images, labels = (t.clone() for t in next(it))
+        dev = [timed(lambda: step(images, labels), steps) for _ in range(repeats)]
+        load = [timed(lambda: next(it), min(steps, n_batches)) for _ in range(repeats)]
+        it.close()
+        results[str(res)] = {
+            "end_to_end": statistics.median(e2e), "on_device": statistics.median(dev),
+            "loader": statistics.median(load), "samples": {"end_to_end": e2e, "on_device": dev, "loader": load},
+            "train_gflop_per_image": 3 * vit.forward_flops(net, res) / 1e9,
+        }
+        r = results[str(res)]
+        print(f"{res:>5} px  end-to-end {r['end_to_end']:9.0f}  on-device {r['on_device']:9.0f}  "
+              f"loader {r['loader']:9.0f} img/s", file=sys.stderr, flush=True)
+    env = environment(device)
+    return {"device": env.get("gpu", {}).get("name") or str(device), "model": cfg.model.name,
+            "batch_size": cfg.train.batch_size, "precision": str(rt.amp_dtype or "fp32"), "compile": rt.compile,
+            "torch_threads": rt.threads or torch.get_num_threads(), "data_workers": cfg.data.num_workers,
+            "steps": steps, "warmup": warmup, "repeats": repeats, "data_dir": cfg.data.dir,
+            "results": results, "env": env}
+
+
+def print_table(out: dict) -> None:
+    print(f"device {out['device']}, {out['model']}, batch {out['batch_size']}, {out['precision']}, "
+          f"compile {out['compile']}; median of {out['repeats']} x {out['steps']} steps (images/s)")
+    print(f"{'res':>5} {'end-to-end':>11} {'on-device':>10} {'loader':>10} {'e2e/on-dev':>11} {'GFLOP/img':>10}")
+    for res, r in out["results"].items():
+        print(f"{res:>5} {r['end_to_end']:11.0f} {r['on_device']:10.0f} {r['loader']:10.0f} "
+              f"{r['end_to_end'] / r['on_device']:11.2f} {r['train_gflop_per_image']:10.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--resolutions", default=None, help="comma-separated sizes (default: the curriculum's)")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per resolution first")
+    p.add_argument("--repeats", type=int, default=3, help="timed windows per number (median reported)")
+    p.add_argument("--out", default="results/train_bench.json", help="JSON output")
+    args, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = C.parse_args(rest).cfg
+    except C.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sizes = [int(s) for s in args.resolutions.split(",")] if args.resolutions else \
+        sorted(set(cfg.curriculum.resolutions))
+    out = bench(cfg, sizes, args.steps, args.warmup, args.repeats)
+    print_table(out)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

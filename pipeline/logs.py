@@ -1,0 +1,166 @@
+"""Run logs: Arrow IPC streams appended in batches, a tolerant reader, summary.json and env.json.
+
+steps.arrow and evals.arrow are Arrow IPC *stream* files (`pyarrow.ipc.new_stream`): the schema,
+then one record batch per flush. A reader can open them while the run is going; a crash can
+leave a truncated last batch, so `read_table` reads batches until the first error and keeps
+what came before. Columns are fixed by CONTRACTS.md / shared/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+STEPS_SCHEMA = pa.schema([
+    ("step", pa.int64()), ("epoch", pa.float64()), ("wall_s", pa.float64()),
+    ("images_seen", pa.int64()), ("flops_seen", pa.float64()), ("resolution", pa.int32()),
+    ("lr", pa.float64()), ("loss", pa.float64()), ("images_per_s", pa.float64()),
+])
+EVALS_SCHEMA = pa.schema([
+    ("step", pa.int64()), ("wall_s", pa.float64()), ("images_seen", pa.int64()),
+    ("flops_seen", pa.float64()), ("resolution", pa.int32()),
+    ("top1", pa.float64()), ("top5", pa.float64()), ("loss", pa.float64()),
+])
+SCHEMAS = {"steps.arrow": STEPS_SCHEMA, "evals.arrow": EVALS_SCHEMA}
+
+
+class ArrowLog:
+    """Append-only Arrow IPC stream of rows, buffered on the host and flushed in record batches.
+
+    Args:
+        path: file to create (must not exist: runs are never overwritten).
+        schema: the table's schema; rows are dicts with exactly its column names.
+        flush_rows: write a batch once this many rows are buffered.
+        flush_s: or once this many seconds passed since the last write.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, flush_rows: int = 64, flush_s: float = 30.0):
+        self.path = Path(path)
+        self.schema = schema
+        self.flush_rows, self.flush_s = flush_rows, flush_s
+        self._rows: list[dict[str, Any]] = []
+        self._last = time.monotonic()
+        self._sink = open(self.path, "xb")
+        self._writer = ipc.new_stream(self._sink, schema)
+        self._sink.flush()
+
+    def append(self, row: dict[str, Any]) -> None:
+        if set(row) != set(self.schema.names):
+            raise KeyError(f"{self.path.name}: row keys {sorted(row)} != columns {self.schema.names}")
+        self._rows.append(row)
+        if len(self._rows) >= self.flush_rows or time.monotonic() - self._last >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rows and self._writer is not None:
+            cols = {n: [r[n] for r in self._rows] for n in self.schema.names}
+            self._writer.write_batch(pa.RecordBatch.from_pydict(cols, schema=self.schema))
+            self._sink.flush()
+            self._rows.clear()
+        self._last = time.monotonic()
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self.flush()
+        self._writer.close()
+        self._sink.close()
+        self._writer = None
+
+    def __enter__(self) -> "ArrowLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_table(path: str | os.PathLike, schema: pa.Schema | None = None) -> pa.Table:
+    """Read an Arrow IPC stream written by ArrowLog, tolerating a truncated end.
+
+    Reads record batches until the first error (a crash mid-write) and returns those. A file too
+    short to hold a schema gives an empty table with `schema` (default: the known schema for
+    steps.arrow / evals.arrow by file name).
+    """
+    path = Path(path)
+    schema = schema or SCHEMAS.get(path.name)
+    data = path.read_bytes()
+    try:
+        reader = ipc.open_stream(pa.py_buffer(data))
+    except (pa.ArrowInvalid, OSError):
+        if schema is None:
+            raise
+        return schema.empty_table()
+    batches = []
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            break
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """What a run ran on: git hash (and whether the tree was dirty), versions, hardware."""
+    import numpy
+    import torch
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+                "pyarrow": pa.__version__}
+    for mod in ("timm", "ffcv", "torchvision", "numba"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # a missing optional package is recorded, not fatal
+            versions[mod] = None
+    env: dict[str, Any] = {
+        "git_hash": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "versions": versions,
+        "argv": sys.argv,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else None,
+        "cuda": torch.version.cuda,
+    }
+    if torch.cuda.is_available():
+        i = torch.cuda.current_device()
+        p = torch.cuda.get_device_properties(i)
+        env["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+                      "capability": f"{p.major}.{p.minor}", "count": torch.cuda.device_count()}
+    return env
