@@ -31,7 +31,7 @@ FMNIST_STD = (0.353, 0.353, 0.353)
 
 def get_config() -> Config:
     return Config(
-        train=TrainConfig(batch_size=128, budget_s=600.0, epochs=0.0, clock="progress", eval_every=0.25,
+        train=TrainConfig(batch_size=128, budget_s=600.0, epochs=0.0, clock="progress", eval_every=0.05,
                           log_every=20, device="auto", threads=1),
         data=DataConfig(dir="data/demo/betons", num_workers=1, crop_scale_min=0.75, crop_scale_max=1.0,
                         val_batch_size=500),
