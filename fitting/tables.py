@@ -44,21 +44,14 @@ class Curve:
 
 
 def read_stream_tolerant(path: str) -> pa.Table:
-    """Read an Arrow IPC stream batch by batch, stopping at the first bad batch (a crashed writer)."""
-    with open(path, "rb") as fh:
-        try:
-            reader = ipc.open_stream(fh)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise TableError(f"{path}: not an Arrow IPC stream ({e})") from None
-        batches = []
-        while True:
-            try:
-                batches.append(reader.read_next_batch())
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError, EOFError):
-                break  # truncated last batch
-        return pa.Table.from_batches(batches, schema=reader.schema)
+    """Read an Arrow IPC stream batch by batch, stopping at the first bad batch (a crashed writer).
+    The trainer's run logs own this format, so their reader (pipeline.logs.read_table) does it."""
+    from pipeline.logs import read_table as read_log
+
+    try:
+        return read_log(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise TableError(f"{path}: not an Arrow IPC stream ({e})") from None
 
 
 def read_table(path: str) -> pa.Table:
