@@ -15,11 +15,11 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from bench.timing import time_calls
 from pipeline.augment import AugmentConfig, BatchAugment
 
 
@@ -27,22 +27,7 @@ def time_step(fn, device: torch.device, warmup: int, repeats: int) -> list[float
     """Milliseconds per call of fn(), one number per timed call."""
     for _ in range(warmup):
         fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return times
+    return time_calls(fn, device, repeats)
 
 
 def main(argv=None) -> dict:

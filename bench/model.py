@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import model
+from bench.timing import time_calls
 
 # Dense bf16 tensor-core peak (no sparsity), datasheet; matched by substring of the CUDA device name,
 # first match wins. DESIGN.md: ~790 TFLOP/s is what an H100 SXM achieves on large matmuls.
@@ -59,20 +60,7 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> tuple[f
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     warm_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            step()
-            times.append(1e3 * (time.perf_counter() - t))
-    return warm_s, times
+    return warm_s, time_calls(step, device, repeats)
 
 
 def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, warmup: int, repeats: int) -> dict:
