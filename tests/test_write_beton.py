@@ -208,6 +208,22 @@ def test_rerun_redoes_only_missing_or_changed(tmp_path):
     assert (out / "val_16.beton").stat().st_mtime_ns != again["val_16.beton"]
 
 
+def test_rerun_decodes_only_new_or_changed_files(tmp_path, monkeypatch):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=9)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(16,))
+    probed = []
+    real = write_beton._probe
+    monkeypatch.setattr(write_beton, "_probe", lambda arg: probed.append(arg[0].name) or real(arg))
+    write_set(src, out, resolutions=(16,))
+    assert probed == []
+    changed = sorted((src / "train").glob("*/*.JPEG"))[1]
+    changed.write_bytes(b"")  # now unreadable: must be found again, not taken from the cache
+    m = write_set(src, out, resolutions=(16,), max_bad_fraction=0.5)
+    assert probed == [changed.name]
+    assert [sk["reason"] for sk in m["splits"]["train"]["skipped"]] == ["empty file"]
+
+
 def test_failure_while_writing_leaves_nothing_final(tmp_path, monkeypatch):
     """A file that passes the check and then fails inside FFCV's writer processes (it
     changed on disk): no hang, a clear error, no <split>_<r>.beton and no manifest."""

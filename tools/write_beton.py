@@ -155,6 +155,33 @@ def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> li
                          desc=desc, unit="img"))
 
 
+def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
+                desc: str) -> list[str | None]:
+    """probe_split, remembering results in `cache` by (path, size, mtime): a rerun (after an
+    interruption, or with other settings) decodes only new or changed files again."""
+    try:
+        saved = json.loads(cache.read_text())
+        known = saved["files"] if saved.get("max_side") == max_side else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        known = {}
+    stats = [it.path.stat() for it in items]
+    keys = [[st.st_size, st.st_mtime_ns] for st in stats]
+    reasons: list[str | None] = [None] * len(items)
+    todo = []
+    for i, (it, key) in enumerate(zip(items, keys)):
+        hit = known.get(it.rel)
+        if hit is not None and hit[:2] == key:
+            reasons[i] = hit[2]
+        else:
+            todo.append(i)
+    if todo:
+        for i, r in zip(todo, probe_split([items[i] for i in todo], max_side, workers, desc)):
+            reasons[i] = r
+    _atomic_write_json(cache, {"max_side": max_side, "files": {
+        it.rel: [*key, r] for it, key, r in zip(items, keys, reasons)}})
+    return reasons
+
+
 # ---------------------------------------------------------------- writing betons
 
 class ResizedFolder:
@@ -248,9 +275,11 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
             raise WriteError(f"{src / s}: no image files found")
 
     # Pass 1: find unreadable files before anything final is written.
+    out.mkdir(parents=True, exist_ok=True)
     kept, skipped = {}, {}
     for s, items in listed.items():
-        reasons = probe_split(items, min(resolutions), workers, desc=f"check {s}")
+        reasons = check_split(items, min(resolutions), workers, out / f".check-{s}.json",
+                              desc=f"check {s}")
         skipped[s] = [{"path": it.rel, "reason": r} for it, r in zip(items, reasons) if r]
         kept[s] = [it for it, r in zip(items, reasons) if r is None]
         for sk in skipped[s]:
@@ -268,7 +297,6 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
     print(f"checked {n_listed} files: {n_skipped} skipped as unreadable")
 
     # Pass 2: the betons. The manifest goes first so nothing trusts a half-rewritten set.
-    out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     manifest_path.unlink(missing_ok=True)
     rng = np.random.default_rng(seed)
