@@ -14,6 +14,7 @@ a wall-clock budget, steps / planned steps with an epoch plan) or "epoch" (epoch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -65,6 +66,14 @@ class TrainConfig:
     threads: int = _f(0, "torch CPU threads on a cpu device (0 = all cores); FFCV resets torch's count to "
                          "data.num_workers at every epoch and the trainer sets it back")
     progress_bar: bool = _f(True, "show a tqdm progress bar")
+    ckpt_every: float = _f(0.0, "write a checkpoint every this many clock units (0 = by time only); also "
+                                "at the end and on SIGTERM/SIGINT")
+    ckpt_every_min: float = _f(30.0, "write a checkpoint at least every this many minutes of wall time "
+                                     "(0 = off)")
+    ckpt_keep: int = _f(3, "checkpoints kept in RUN/checkpoints (the newest ones)")
+    nonfinite: Literal["stop", "skip"] = _f(
+        "stop", "on a NaN/inf loss or gradient: stop the run (logs and last good checkpoint kept), or skip "
+                "that optimizer step (the run stops if a whole logging interval is skipped)")
     plot: bool = _f(True, "write curves.png at the end")
 
 
@@ -74,6 +83,8 @@ class DataConfig:
     num_workers: int = _f(0, "FFCV decode threads (0 = all CPU cores)")
     crop_scale_min: float = _f(0.08, "random-resized-crop smallest area fraction")
     crop_scale_max: float = _f(1.0, "random-resized-crop largest area fraction")
+    crop_ratio_min: float = _f(3 / 4, "random-resized-crop smallest aspect ratio (width / height)")
+    crop_ratio_max: float = _f(4 / 3, "random-resized-crop largest aspect ratio")
     val_batch_size: int = _f(0, "evaluation batch size (0 = train.batch_size)")
 
 
@@ -294,9 +305,14 @@ def validate(cfg: Config) -> Config:
     _need(t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}")
     _need(t.max_steps >= 0, "train.max_steps", f"must be >= 0, got {t.max_steps}")
     _need(t.threads >= 0, "train.threads", f"must be >= 0, got {t.threads}")
+    _need(t.ckpt_every >= 0, "train.ckpt_every", f"must be >= 0, got {t.ckpt_every}")
+    _need(t.ckpt_every_min >= 0, "train.ckpt_every_min", f"must be >= 0, got {t.ckpt_every_min}")
+    _need(t.ckpt_keep >= 1, "train.ckpt_keep", f"must be >= 1, got {t.ckpt_keep}")
     _need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     _need(0 < d.crop_scale_min <= d.crop_scale_max <= 1, "data.crop_scale_min",
           f"need 0 < crop_scale_min <= crop_scale_max <= 1, got {d.crop_scale_min}, {d.crop_scale_max}")
+    _need(0 < d.crop_ratio_min <= d.crop_ratio_max, "data.crop_ratio_min",
+          f"need 0 < crop_ratio_min <= crop_ratio_max, got {d.crop_ratio_min}, {d.crop_ratio_max}")
     _need(d.val_batch_size >= 0, "data.val_batch_size", f"must be >= 0, got {d.val_batch_size}")
     _need(0 <= cfg.model.drop_path < 1, "model.drop_path", f"must be in [0, 1), got {cfg.model.drop_path}")
     _need(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
@@ -371,6 +387,22 @@ def from_dict(d: dict[str, Any]) -> Config:
     return validate(cfg)
 
 
+# Keys a resumed run may change freely: where the data is and how fast or verbosely it runs, not
+# what is trained (anything else changes the plan and needs --force).
+RESUME_SAFE = frozenset({
+    "data.dir", "data.num_workers", "data.val_batch_size", "train.device", "train.compile", "train.threads",
+    "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
+    "train.ckpt_every", "train.ckpt_every_min", "train.ckpt_keep", "train.nonfinite",
+})
+
+
+def plan_changes(old: Config, new: Config) -> list[str]:
+    """Keys outside RESUME_SAFE whose values differ, as `key: old -> new`."""
+    a, b = keys(old), keys(new)
+    return [f"{k}: {_fmt(a[k][0])} -> {_fmt(b[k][0])}" for k in a
+            if k not in RESUME_SAFE and a[k][0] != b[k][0]]
+
+
 def save(cfg: Config, path: str | os.PathLike) -> None:
     Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
@@ -404,9 +436,12 @@ def load_config(name_or_path: str) -> Config:
 def help_text(cfg: Config, config_name: str | None = None) -> str:
     lines = [
         "usage: python -m pipeline.train [--config NAME_OR_PATH] [--run-dir DIR] [--section.key=value ...]",
+        "       python -m pipeline.train --resume DIR [--force] [--section.key=value ...]",
         "",
         "  --config NAME_OR_PATH  a config in configs/ (demo, paper, s16_24h) or a path to a .py file",
         "  --run-dir DIR          output directory (default runs/<config>-<time>); must not hold a run",
+        "  --resume DIR           continue the run in DIR from its newest good checkpoint, with its config",
+        "  --force                with --resume: allow overrides that change the plan (schedule, model, ...)",
         "",
         f"keys (defaults{' of ' + config_name if config_name else ''}; set with --section.key=value):",
     ]
@@ -425,6 +460,7 @@ class Args:
     run_dir: str | None
     config_name: str | None
     help: bool = False
+    resume: bool = False  # run_dir holds the run to continue
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -436,8 +472,8 @@ def parse_args(argv: list[str]) -> Args:
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("-h", "--help"):
-            items.append(("help", None))
+        if a in ("-h", "--help", "--force"):
+            items.append(({"-h": "help", "--help": "help", "--force": "force"}[a], None))
             i += 1
             continue
         if not a.startswith("--"):
@@ -452,11 +488,29 @@ def parse_args(argv: list[str]) -> Args:
             i += 1
         items.append((k, v))
         i += 1
-    name = next((v for k, v in items if k == "config"), None)
-    run_dir = next((v for k, v in items if k in ("run-dir", "run_dir")), None)
-    cfg = load_config(name) if name else Config()
+    opts = dict(items)
+    name = opts.get("config")
+    run_dir = opts.get("run-dir", opts.get("run_dir"))
+    resume = opts.get("resume")
+    if resume is not None:
+        if name or run_dir:
+            raise ConfigError("--resume: takes the config and run directory of the run it continues; "
+                              "drop --config and --run-dir")
+        saved = Path(resume) / "config.json"
+        try:
+            cfg = from_dict(json.loads(saved.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"--resume: {saved} not found (not a run directory)") from None
+        except ValueError as e:
+            raise ConfigError(f"--resume: {saved}: {str(e).splitlines()[0]}") from None
+        run_dir, name = resume, None
+    elif "force" in opts:
+        raise ConfigError("--force: only with --resume")
+    else:
+        cfg = load_config(name) if name else Config()
+    before = copy.deepcopy(cfg)
     for k, v in items:
-        if k in ("config", "run-dir", "run_dir", "help"):
+        if k in ("config", "run-dir", "run_dir", "help", "resume", "force"):
             continue
         if "." not in k:
             raise ConfigError(f"{k}: unknown option (keys look like --section.key=value; see --help)")
@@ -464,4 +518,9 @@ def parse_args(argv: list[str]) -> Args:
     want_help = any(k == "help" for k, _ in items)
     if not want_help:
         validate(cfg)
-    return Args(cfg, run_dir, name, want_help)
+    if resume is not None and "force" not in opts:
+        changed = plan_changes(before, cfg)
+        if changed:
+            raise ConfigError(f"--resume: overrides change the run's plan ({'; '.join(changed)}); "
+                              f"add --force to continue with them")
+    return Args(cfg, run_dir, name, want_help, resume=resume is not None)

@@ -90,7 +90,7 @@ class BetonSet:
                scale: tuple[float, float] = (0.08, 1.0),
                ratio: tuple[float, float] = (3 / 4, 4 / 3),
                crop_ratio: float = DEFAULT_CROP_RATIO, os_cache: bool = True,
-               batches_ahead: int = 3) -> "BetonLoader":
+               batches_ahead: int = 3, shard: tuple[int, int] | None = None) -> "BetonLoader":
         """A loader over one split.
 
         Args:
@@ -102,11 +102,14 @@ class BetonSet:
             device: where batches land (non-blocking copy); None keeps them on the CPU.
             seed: order seed (the same seed gives the same order).
             drop_last: drop the last partial batch (default: True for train, False otherwise).
-            distributed: shard the order across torch.distributed ranks.
+            distributed: shard the order across torch.distributed ranks (FFCV's emulation of
+                DistributedSampler: it pads the last round with repeated images).
             scale, ratio: random-resized-crop area and aspect ranges (train).
             crop_ratio: centre crop side / image side (eval).
             os_cache: let the OS page cache hold the betons (FFCV's os_cache).
             batches_ahead: batches FFCV prepares ahead.
+            shard: (rank, world): this process reads images rank, rank + world, ... only,
+                exactly once each (distributed evaluation without padding).
         """
         self._check_split(split)
         if batch_size < 1:
@@ -117,7 +120,7 @@ class BetonSet:
                            drop_last=train if drop_last is None else drop_last,
                            distributed=distributed, scale=scale, ratio=ratio,
                            crop_ratio=crop_ratio, os_cache=os_cache,
-                           batches_ahead=batches_ahead)
+                           batches_ahead=batches_ahead, shard=shard)
 
     def _check_split(self, split: str) -> None:
         if split not in self._counts:
@@ -133,16 +136,19 @@ class BetonLoader:
     def __init__(self, bset: BetonSet, split: str, batch_size: int, output_size: int, *,
                  train: bool, num_workers: int, device, seed: int, drop_last: bool,
                  distributed: bool, scale, ratio, crop_ratio: float, os_cache: bool,
-                 batches_ahead: int):
+                 batches_ahead: int, shard: tuple[int, int] | None = None):
         self.bset, self.split, self.batch_size, self.train = bset, split, batch_size, train
         self.device = torch.device(device) if device is not None else None
         self._opts = dict(num_workers=num_workers, seed=seed, drop_last=drop_last,
                           distributed=distributed, os_cache=os_cache,
                           batches_ahead=batches_ahead)
+        self._shard = shard
         self._scale, self._ratio, self._crop_ratio = scale, ratio, crop_ratio
         self._built: dict[Path, tuple[object, object]] = {}  # beton -> (Loader, decoder)
         self.output_size = 0
         self.epoch = 0  # epochs started, across betons: each epoch gets its own order
+        self.batches_done = 0  # batches handed out in the epoch in progress
+        self._skip = 0  # batches of the next epoch to leave out (resume mid-epoch)
         self.set_output_size(output_size)
 
     def set_output_size(self, size: int) -> None:
@@ -177,9 +183,13 @@ class BetonLoader:
             # which the patch-embedding convolution and the augmentation take as is.
             image.append(ToTorchImage(channels_last=True))
             manifest = self.bset.manifest["fields"]
+            indices = None
+            if self._shard is not None:
+                rank, world = self._shard
+                indices = list(range(rank, self.beton.count, world))
             loader = Loader(str(key), batch_size=self.batch_size, order=order,
                             pipelines={manifest["image"]: image, manifest["label"]: label},
-                            **self._opts)
+                            indices=indices, **self._opts)
             self._built[key] = (loader, decoder)
         loader, decoder = self._built[key]
         decoder.output_size = (self.output_size, self.output_size)
@@ -194,8 +204,40 @@ class BetonLoader:
         n = self.beton.count
         return (n // self.batch_size) * self.batch_size if self._opts["drop_last"] else n
 
+    def state(self) -> dict[str, int]:
+        """Where the loader is: epochs started and batches handed out of the last one."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue epoch `epoch - 1` after its first `batches_done` batches, in the same order
+        (FFCV's order of an epoch depends only on seed and epoch): the next iteration yields
+        exactly the batches an uninterrupted run would have had next."""
+        self.epoch = max(epoch - 1, 0)
+        self._skip = batches_done if epoch > 0 else 0
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = self._ffcv()
         loader.next_epoch = self.epoch  # FFCV's order is seeded by seed + epoch
         self.epoch += 1
-        yield from loader
+        skip, self._skip = self._skip, 0
+        order = loader.traversal_order
+        if skip:  # FFCV samples the epoch's order when iteration starts: leave out its head
+            loader.traversal_order = _SkipHead(order, skip * self.batch_size, len(loader) * self.batch_size)
+        try:
+            batches = iter(loader)
+        finally:
+            loader.traversal_order = order
+        self.batches_done = skip
+        for b in batches:
+            self.batches_done += 1
+            yield b
+
+
+class _SkipHead:
+    """A traversal order without the first `skip` of the `used` indices an epoch would take."""
+
+    def __init__(self, inner, skip: int, used: int):
+        self.inner, self.skip, self.used = inner, skip, used
+
+    def sample_order(self, epoch: int):
+        return self.inner.sample_order(epoch)[:self.used][self.skip:]

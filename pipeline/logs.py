@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.ipc as ipc
 
 STEPS_SCHEMA = pa.schema([
@@ -43,15 +44,36 @@ class ArrowLog:
         flush_s: or once this many seconds passed since the last write.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema, flush_rows: int = 64, flush_s: float = 30.0):
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, flush_rows: int = 64, flush_s: float = 30.0,
+                 keep: pa.Table | None = None):
         self.path = Path(path)
         self.schema = schema
         self.flush_rows, self.flush_s = flush_rows, flush_s
         self._rows: list[dict[str, Any]] = []
         self._last = time.monotonic()
-        self._sink = open(self.path, "xb")
-        self._writer = ipc.new_stream(self._sink, schema)
+        if keep is None:
+            self._sink = open(self.path, "xb")
+            self._writer = ipc.new_stream(self._sink, schema)
+        else:  # a new stream holding `keep`, renamed over the old file once written
+            tmp = self.path.with_name(f".{self.path.name}.partial")
+            self._sink = open(tmp, "wb")
+            self._writer = ipc.new_stream(self._sink, schema)
+            for batch in keep.cast(schema).to_batches():
+                self._writer.write_batch(batch)
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+            os.replace(tmp, self.path)  # the open file keeps being appended under its new name
         self._sink.flush()
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike, schema: pa.Schema, upto_step: int, **kw) -> "ArrowLog":
+        """Continue a log of a resumed run: rows with step <= upto_step are kept (what the
+        checkpoint covers), later ones (logged after it, before the crash) are dropped, so the
+        resumed run adds no duplicate and leaves no gap."""
+        path = Path(path)
+        old = read_table(path, schema) if path.exists() else schema.empty_table()
+        keep = old.filter(pa.compute.less_equal(old["step"], upto_step))
+        return cls(path, schema, keep=keep, **kw)
 
     def append(self, row: dict[str, Any]) -> None:
         if set(row) != set(self.schema.names):

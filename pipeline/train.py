@@ -44,8 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline import checkpoint as ckpt
 from pipeline import config as C
 from pipeline import schedule as S
+from pipeline.dist import Dist
 from pipeline.logs import EVALS_SCHEMA, STEPS_SCHEMA, ArrowLog, environment, write_json
 
 RUN_FILES = ("config.json", "steps.arrow", "evals.arrow", "summary.json")
@@ -61,12 +63,16 @@ class RunDirError(RuntimeError):
 
 # ---------------------------------------------------------------------------- setup
 
-def pick_device(cfg: C.Config) -> torch.device:
+def pick_device(cfg: C.Config, dd: Dist = Dist()) -> torch.device:
+    """cpu, or this process's GPU (cuda:LOCAL_RANK under torchrun)."""
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
         raise C.ConfigError("train.device: cuda requested but torch.cuda.is_available() is False")
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        torch.cuda.set_device(dd.local_rank)
+        return torch.device("cuda", dd.local_rank)
     return torch.device(want)
 
 
@@ -148,17 +154,35 @@ def compiled_forward(net: nn.Module, rt: Runtime) -> Callable[[torch.Tensor], to
 
 
 def train_step(fwd: Callable, opt: torch.optim.Optimizer, params: list[torch.Tensor], x: torch.Tensor,
-               y: torch.Tensor, rt: Runtime, grad_clip: float) -> torch.Tensor:
-    """One optimizer step on an augmented batch; returns the loss as a device tensor (no sync)."""
+               y: torch.Tensor, rt: Runtime, grad_clip: float, skip_nonfinite: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step on an augmented batch; returns (loss, bad) as device tensors (no sync).
+
+    With `skip_nonfinite`, `bad` is True where the global gradient norm is NaN/inf and the update is
+    skipped: a fused AdamW reads the flag on the device (`found_inf`, the mechanism GradScaler
+    uses; no host sync); other optimizers check it on the host (the CPU path, where a sync costs
+    nothing). Under DDP the norm is of the all-reduced gradients, so every rank skips alike.
+    """
     with rt.autocast():
         logits = fwd(rt.prepare(x))
     loss = soft_cross_entropy(logits, y)
     loss.backward()
+    bad = None
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)  # stays on the device: no sync
-    opt.step()
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)  # stays on the device: no sync
+    elif skip_nonfinite:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if skip_nonfinite:
+        bad = ~torch.isfinite(norm)
+        if opt.defaults.get("fused"):
+            opt.found_inf = bad.float()
+            opt.step()
+        elif not bad.item():
+            opt.step()
+    else:
+        opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss.detach()
+    return loss.detach(), bad
 
 
 def batches(loader, threads: int = 0):
@@ -176,15 +200,16 @@ def batches(loader, threads: int = 0):
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, fwd: Callable, loader, aug, rt: Runtime) -> dict[str, float]:
+def evaluate(net: nn.Module, fwd: Callable, loader, aug, rt: Runtime, dd: Dist = Dist()) -> dict[str, float]:
     """Top-1, top-5 (fractions) and mean cross entropy on a loader (one sync at the end).
 
     Args:
         net: the model (eager; used for the last partial batch so it needs no extra compile).
         fwd: the compiled forward of net (or net).
-        loader: val BetonLoader at the evaluation resolution.
+        loader: val BetonLoader at the evaluation resolution (under DDP, this rank's shard).
         aug: BatchAugment (its eval() normalizes).
         rt: Runtime.
+        dd: the process group; sums are added over ranks (each image counted once).
     """
     was_training = net.training
     net.eval()
@@ -207,17 +232,25 @@ def evaluate(net: nn.Module, fwd: Callable, loader, aug, rt: Runtime) -> dict[st
         top5 += hit.any(1).sum()
         n += labels.shape[0]
     net.train(was_training)
+    sums = dd.all_reduce(torch.stack([top1, top5, loss, torch.full_like(top1, n)]))
+    top1, top5, loss, n = sums.tolist()
     n = max(n, 1)
-    return {"top1": top1.item() / n, "top5": top5.item() / n, "loss": loss.item() / n, "images": n}
+    return {"top1": top1 / n, "top5": top5 / n, "loss": loss / n, "images": int(n)}
 
 
 # ---------------------------------------------------------------------------- state
 
 class Clock:
-    """Training time: wall seconds with the clock running (stopped during evaluation)."""
+    """Training time: wall seconds with the clock running (stopped during evaluation and checkpoints).
 
-    def __init__(self, elapsed: float = 0.0):
+    Under DDP the ranks must take every decision (LR, stage, evaluation, stop) at the same step, so
+    they read `at(step)`: the time agreed at the last logging interval (`agree`, the max over
+    ranks) plus the agreed seconds per step since then; in one process `at` is the clock itself.
+    """
+
+    def __init__(self, elapsed: float = 0.0, step: int = 0, synced: bool = False):
         self.elapsed, self._since = elapsed, None
+        self.synced = (elapsed, step, 0.0) if synced else None  # (time, step, seconds per step)
 
     def start(self) -> None:
         self._since = time.perf_counter()
@@ -234,20 +267,39 @@ class Clock:
     def read(self) -> float:
         return self.elapsed + (time.perf_counter() - self._since if self._since is not None else 0.0)
 
+    def at(self, step: int) -> float:
+        if self.synced is None:
+            return self.read()
+        t, s, per_step = self.synced
+        return t + (step - s) * per_step
+
+    def agree(self, step: int, t: float) -> None:
+        """Set the agreed time `t` at `step` (identical on every rank)."""
+        if self.synced is not None:
+            t0, s0, per_step = self.synced
+            self.synced = (t, step, (t - t0) / (step - s0) if step > s0 else per_step)
+
 
 @dataclass
 class State:
-    """Every counter of a run: what a checkpoint saves besides model, optimizer and augment RNG."""
+    """Every counter of a run: what a checkpoint saves besides model, optimizer and RNG states."""
     step: int = 0
     images_seen: int = 0
     flops_seen: float = 0.0
     train_s: float = 0.0  # training time used (the budget clock), restored into Clock on resume
     eval_s: float = 0.0
+    ckpt_s: float = 0.0
     wall_offset_s: float = 0.0  # wall time of earlier sessions of this run
     next_eval: float = 0.0  # clock position of the next periodic evaluation
+    next_ckpt: float = 0.0  # clock position of the next periodic checkpoint (train.ckpt_every)
     best_top1: float = 0.0
     best_top5: float = 0.0
+    skipped: int = 0  # optimizer steps skipped for a non-finite gradient (train.nonfinite=skip)
+    data_epoch: int = 0  # train loader epochs started
+    data_batch: int = 0  # batches taken from the epoch in progress
+    epoch_res: int = 0  # resolution of the epoch in progress
     by_resolution: dict = field(default_factory=dict)  # str(res) -> {"images", "train_s", "rates"}
+    sessions: list = field(default_factory=list)  # one entry per start/resume: step, checkpoint, world
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,7 +314,7 @@ def check_run_dir(run_dir: Path) -> None:
     found = [f for f in RUN_FILES if (run_dir / f).exists()]
     if found:
         raise RunDirError(f"{run_dir} already holds a run ({', '.join(found)}); "
-                          f"choose a new --run-dir or remove it")
+                          f"choose a new --run-dir, remove it, or continue it with --resume {run_dir}")
 
 
 def _fmt_s(s: float) -> str:
@@ -270,12 +322,43 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class StopRequest:
+    """SIGTERM/SIGINT (a scheduler's preemption, Ctrl-C) ask the run to stop cleanly: the step in
+    progress finishes, a checkpoint and the logs are written, and the command exits with
+    EXIT_STOPPED. A second signal stops at once (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self, signum, frame):
+        if self.signum:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.signum = signum
+        print(f"\nsignal {signum}: stopping after this step (checkpoint and logs); "
+              f"send it again to stop at once", file=sys.stderr)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self)
+
+
+STOP = StopRequest()
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal with a checkpoint written; resume with --resume
+
+
 # ---------------------------------------------------------------------------- the run
 
-def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
+def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
     """Train per `cfg`, writing logs to `run_dir`; returns the summary dict.
 
-    Raises NonFiniteLossError (logs kept) if the loss becomes NaN or infinite.
+    Args:
+        cfg: the resolved config.
+        run_dir: where logs and checkpoints go; must not hold a run unless `resume`.
+        resume: continue the run in `run_dir` from its newest good checkpoint.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 writes the files.
+    Raises NonFiniteLossError (logs kept) if the loss becomes NaN or infinite, CheckpointError
+    if a checkpoint cannot be written (the previous one intact).
     """
     from pipeline.augment import BatchAugment
     from pipeline.data import BetonSet
@@ -284,37 +367,81 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
 
     C.validate(cfg)
     run_dir = Path(run_dir)
-    check_run_dir(run_dir)
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise RunDirError(f"{run_dir}: no run to resume (config.json not found)")
+    else:
+        check_run_dir(run_dir)
     t_wall0 = time.perf_counter()
     tc, oc, cc = cfg.train, cfg.optim, cfg.curriculum
-    device = pick_device(cfg)
+    dd = Dist.from_env()
+    device = pick_device(cfg, dd)
+    dd.init(device)
     rt = Runtime.from_config(cfg, device)
     torch.manual_seed(tc.seed)
+    if tc.batch_size % dd.world:
+        raise C.ConfigError(f"train.batch_size: {tc.batch_size} is not divisible by the {dd.world} processes")
+    rank_batch = tc.batch_size // dd.world  # train.batch_size is the global batch: the recipe is unchanged
+    say = print if dd.main else (lambda *a, **k: None)
 
     # -- data: one train loader whose output size follows the curriculum, one val loader
     bset = BetonSet(cfg.data.dir)
     loader_device = device if device.type == "cuda" else None
     final_res = cc.resolutions[-1]
     eval_res = tc.eval_resolution or final_res
-    train_loader = bset.loader("train", batch_size=tc.batch_size, output_size=cc.resolutions[0],
+    train_loader = bset.loader("train", batch_size=rank_batch, output_size=cc.resolutions[0],
                                num_workers=cfg.data.num_workers, device=loader_device, seed=tc.seed,
-                               scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max))
-    val_loader = bset.loader("val", batch_size=cfg.data.val_batch_size or tc.batch_size,
-                             output_size=eval_res, num_workers=cfg.data.num_workers, device=loader_device)
+                               scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max),
+                               ratio=(cfg.data.crop_ratio_min, cfg.data.crop_ratio_max),
+                               distributed=dd.enabled)
+    val_loader = bset.loader("val", batch_size=cfg.data.val_batch_size or rank_batch,
+                             output_size=eval_res, num_workers=cfg.data.num_workers, device=loader_device,
+                             shard=(dd.rank, dd.world) if dd.enabled else None)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
         raise C.ConfigError(f"train.batch_size: {tc.batch_size} exceeds the {bset.count('train')} training "
                             f"images of {cfg.data.dir}")
 
-    # -- model, optimizer, augmentation
+    # -- model, optimizer, augmentation; then the checkpoint to continue from
     net = build_model(cfg, bset.num_classes, img_size=final_res).to(device)
     if rt.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
-    fwd = compiled_forward(net, rt)
     opt = build_optimizer(net, cfg, device)
     params = [p for p in net.parameters() if p.requires_grad]
-    aug = BatchAugment(cfg.augment, num_classes=bset.num_classes, device=device, seed=tc.seed)
+    aug = BatchAugment(cfg.augment, num_classes=bset.num_classes, device=device, seed=tc.seed + dd.rank)
+    ck, ck_name = None, None
+    if resume:
+        found = ckpt.load_latest(run_dir / "checkpoints", map_location=device,
+                                 warn=lambda m: say(m, file=sys.stderr))
+        if found is None:
+            say(f"warning: {run_dir / 'checkpoints'} holds no usable checkpoint: the run starts again "
+                f"from step 0", file=sys.stderr)
+        else:
+            (path, ck), ck_name = found, found[0].name
+            net.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+    st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)
+    st.sessions.append({"step": st.step, "checkpoint": ck_name, "world": dd.world, "time": time.time()})
+    model = net
+    if dd.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+                    find_unused_parameters=_has_unused_params(net, cc.resolutions[0], device))
+    if ck and len(ck["rng"]) == dd.world:  # the same random streams as an uninterrupted run
+        mine = ck["rng"][dd.rank]
+        torch.set_rng_state(mine["torch"])
+        if device.type == "cuda" and mine["cuda"] is not None:
+            torch.cuda.set_rng_state(mine["cuda"], device)
+        aug.load_state_dict(mine["aug"])
+    elif ck:
+        say(f"warning: {ck_name} was written by {len(ck['rng'])} processes, this run has {dd.world}: "
+            f"new random streams and data shards from here", file=sys.stderr)
+        torch.manual_seed(tc.seed + 7919 * (st.step + dd.rank))
+    elif dd.enabled:
+        torch.manual_seed(tc.seed + 7919 * dd.rank)  # one init (DDP broadcasts rank 0's), own drop-path masks
+    fwd = compiled_forward(model, rt)
+    fwd_eval = compiled_forward(net, rt) if dd.enabled else fwd  # no DDP hooks: shards may differ in batches
     flops_per_image = {}  # training FLOPs per image at each resolution (3 x forward)
 
     def train_flops(res: int) -> int:
@@ -329,6 +456,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
     end = C.run_end(cfg)
     decay_end = oc.decay_end or end
     ramp_end = cc.strength_ramp_end or end
+    skip_nonfinite = tc.nonfinite == "skip"
 
     def progress_of(step: int, train_s: float) -> float:
         return S.progress(step=step, total_steps=total_steps, train_s=train_s, budget_s=budget)
@@ -343,72 +471,129 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
     def strength_of(pos: float) -> float:
         return S.strength_at(pos, start=cc.strength_start, end=cc.strength_end, ramp_end=ramp_end)
 
-    # -- run files
-    run_dir.mkdir(parents=True, exist_ok=True)
-    C.save(cfg, run_dir / "config.json")
+    # -- run files (rank 0): a resumed run keeps the rows its checkpoint covers, no more
     env = environment(device)
-    env.update(params=vit.count_params(net), train_flops_per_image={str(r): train_flops(r) for r in
-                                                                     sorted(set(cc.resolutions))})
-    write_json(run_dir / "env.json", env)
-    steps_log = ArrowLog(run_dir / "steps.arrow", STEPS_SCHEMA)
-    evals_log = ArrowLog(run_dir / "evals.arrow", EVALS_SCHEMA, flush_rows=1)
+    env.update(params=vit.count_params(net), world_size=dd.world,
+               train_flops_per_image={str(r): train_flops(r) for r in sorted(set(cc.resolutions))})
+    steps_log = evals_log = None
+    if dd.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        C.save(cfg, run_dir / "config.json")
+        write_json(run_dir / ("env.json" if not resume else f"env-resume-{len(st.sessions) - 1}.json"), env)
+        if resume:
+            steps_log = ArrowLog.resume(run_dir / "steps.arrow", STEPS_SCHEMA, st.step, flush_rows=1)
+            evals_log = ArrowLog.resume(run_dir / "evals.arrow", EVALS_SCHEMA, st.step, flush_rows=1)
+        else:  # a row per flush: a crash loses at most the logging interval in progress
+            steps_log = ArrowLog(run_dir / "steps.arrow", STEPS_SCHEMA, flush_rows=1)
+            evals_log = ArrowLog(run_dir / "evals.arrow", EVALS_SCHEMA, flush_rows=1)
 
-    st = State(next_eval=tc.eval_every)
-    clock = Clock(st.train_s)
+    clock = Clock(st.train_s, st.step, synced=dd.enabled)
     bar = None
-    if tc.progress_bar:
+    if tc.progress_bar and dd.main:
         from tqdm import tqdm
         bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar}| {postfix}", dynamic_ncols=True,
                    file=sys.stderr)
-    stop_reason, error = None, None
-    res = S.resolution_at(pos_of(0, 0.0), cc.starts, cc.resolutions)
-    last_lr = lr_of(0.0)
+    stop_reason, error, final = None, None, None
+    res = st.epoch_res or S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
+    last_lr = lr_of(pos_of(st.step, clock.at(st.step)))
+    last_ckpt = {"step": st.step if ck else -1, "mono": time.monotonic()}
+    ckpt_dir = run_dir / "checkpoints"
 
     def wall() -> float:
         return st.wall_offset_s + time.perf_counter() - t_wall0
 
+    def paused() -> Callable[[], float]:
+        """Stop the training clock (evaluation, checkpoint); the returned call restarts it and
+        gives the seconds spent."""
+        was_running, t = clock.running, time.perf_counter()
+        clock.stop()
+
+        def restart() -> float:
+            if was_running:
+                clock.start()
+            return time.perf_counter() - t
+        return restart
+
     def run_eval() -> dict[str, float]:
         """Evaluate with the training clock stopped; log a row to evals.arrow."""
-        was_running = clock.running
-        clock.stop()
-        t = time.perf_counter()
-        m = evaluate(net, fwd, val_loader, aug, rt)
-        st.eval_s += time.perf_counter() - t
+        restart = paused()
+        m = evaluate(net, fwd_eval, val_loader, aug, rt, dd)
         st.best_top1, st.best_top5 = max(st.best_top1, m["top1"]), max(st.best_top5, m["top5"])
-        evals_log.append(dict(step=st.step, wall_s=wall(), images_seen=st.images_seen, flops_seen=st.flops_seen,
-                              resolution=eval_res, top1=m["top1"], top5=m["top5"], loss=m["loss"]))
+        if dd.main:
+            evals_log.append(dict(step=st.step, wall_s=wall(), images_seen=st.images_seen,
+                                  flops_seen=st.flops_seen, resolution=eval_res, top1=m["top1"],
+                                  top5=m["top5"], loss=m["loss"]))
         if bar is not None:
             bar.write(f"eval step {st.step}: top-1 {m['top1']:.4f} top-5 {m['top5']:.4f} loss {m['loss']:.4f}")
-        if was_running:
-            clock.start()
+        st.eval_s += restart()
         return m
 
-    # interval accumulators (device loss sum; host counters)
-    loss_sum = torch.zeros((), device=device)
-    iv = {"steps": 0, "images": 0, "t0": 0.0}
+    def save_checkpoint() -> None:
+        """Checkpoint with the clock stopped, right after a logged interval (the logs on disk cover
+        every step it holds). Never writes non-finite weights."""
+        if last_ckpt["step"] == st.step:
+            return
+        log_interval(last_lr)
+        restart = paused()
+        if not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+            raise NonFiniteLossError(f"weights are not finite at step {st.step}: checkpoint not written; "
+                                     f"the last good one stays in {ckpt_dir}")
+        if dd.enabled:  # the replicas must hold the same weights (same LR, same skipped steps, ...)
+            sums = dd.gather(torch.stack([p.detach().double().sum() for p in params]).sum().item())
+            if len(set(sums)) > 1:
+                raise RuntimeError(f"DDP replicas diverged at step {st.step}: weight sums {sums}")
+        rng = dd.gather({"torch": torch.get_rng_state(), "aug": aug.state_dict(),
+                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
+        if dd.main:
+            steps_log.flush()
+            evals_log.flush()
+            saved = dict(st.state_dict(), train_s=clock.read(), wall_offset_s=wall())
+            ckpt.save(ckpt_dir, st.step, {"config": C.to_dict(cfg), "model": net.state_dict(),
+                                          "optimizer": opt.state_dict(), "state": saved, "rng": rng},
+                      keep=tc.ckpt_keep)
+        last_ckpt.update(step=st.step, mono=time.monotonic())
+        st.ckpt_s += restart()
+
+    # interval accumulators: loss sum, finite steps, skipped steps on the device; host counters
+    acc = torch.zeros(3, device=device, dtype=torch.float64)
+    iv = {"steps": 0, "images": 0, "t0": clock.read()}
+    sync = {"signal": False, "wall_ckpt": False}
 
     def log_interval(lr: float) -> None:
-        """Flush the interval: one host sync to read the loss; raise on a non-finite loss."""
+        """Flush the interval: one host sync (under DDP also the collectives that keep the ranks
+        agreed: loss, clock, signals, checkpoint time); raise on a non-finite loss."""
         if iv["steps"] == 0:
             return
-        loss = (loss_sum / iv["steps"]).item()  # the host sync of the loop
+        loss_sum, ok, skipped = dd.all_reduce(acc.clone()).tolist()  # the host sync of the loop
         now = clock.read()
+        wall_due = tc.ckpt_every_min > 0 and time.monotonic() - last_ckpt["mono"] >= 60 * tc.ckpt_every_min
+        if dd.enabled:
+            agreed, sig, wall_due = dd.max_floats([now, float(STOP.signum), float(wall_due)], device)
+            clock.agree(st.step, agreed)
+            sync["signal"] = sig > 0
+        sync["wall_ckpt"] = bool(wall_due)
+        loss = loss_sum / ok if ok else float("nan")
         dt = max(now - iv["t0"], 1e-9)
-        rate = iv["images"] / dt
+        rate = iv["images"] * dd.world / dt
         st.train_s = now
+        st.skipped += int(skipped)
         r = st.by_resolution.setdefault(str(res), {"images": 0, "train_s": 0.0, "rates": []})
-        r["images"] += iv["images"]
+        r["images"] += iv["images"] * dd.world
         r["train_s"] += dt
         r["rates"].append(rate)
-        steps_log.append(dict(step=st.step, epoch=st.step / steps_per_epoch, wall_s=wall(),
-                              images_seen=st.images_seen, flops_seen=st.flops_seen, resolution=res,
-                              lr=lr, loss=loss, images_per_s=rate))
-        loss_sum.zero_()
+        if dd.main:
+            steps_log.append(dict(step=st.step, epoch=st.step / steps_per_epoch, wall_s=wall(),
+                                  images_seen=st.images_seen, flops_seen=st.flops_seen, resolution=res,
+                                  lr=lr, loss=loss, images_per_s=rate))
+        acc.zero_()
         iv.update(steps=0, images=0, t0=now)
         if not math.isfinite(loss):
+            what = "every step of the interval was skipped" if skip_nonfinite else "run stopped"
             raise NonFiniteLossError(
                 f"loss is {loss} at step {st.step} (epoch {st.step / steps_per_epoch:.2f}, resolution {res}, "
-                f"lr {lr:.3g}): run stopped; logs kept in {run_dir}")
+                f"lr {lr:.3g}): {what}; logs kept in {run_dir}")
+        if skipped and bar is not None:
+            bar.write(f"warning: {int(skipped)} step(s) with a non-finite gradient skipped before step {st.step}")
         if bar is not None:
             p = progress_of(st.step, now)
             left = budget - now if budget else (now / p * (1 - p) if p > 0 else float("nan"))
@@ -417,36 +602,54 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
                                 f"left {_fmt_s(left) if math.isfinite(left) else '?'}", refresh=True)
 
     # ------------------------------------------------------------------ the loop
+    # A checkpoint taken mid-epoch continues that epoch where it was, in the same order, unless
+    # the stage it was written at had just ended (adjust_at=step ends the epoch there).
+    continue_epoch = ck is not None and 0 < st.data_batch < steps_per_epoch
+    started = False
     try:
         while stop_reason is None:
             # one epoch (or part of one) at the planned resolution
-            planned = S.resolution_at(pos_of(st.step, clock.read()), cc.starts, cc.resolutions)
-            if planned != res:
-                log_interval(last_lr)  # intervals never straddle two resolutions
-                res = planned
-            train_loader.set_output_size(res)
+            planned = S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
+            if continue_epoch and not (cc.adjust_at == "step" and planned != st.epoch_res):
+                train_loader.set_output_size(st.epoch_res)
+                train_loader.resume(st.data_epoch, st.data_batch)
+            else:
+                if planned != res:
+                    log_interval(last_lr)  # intervals never straddle two resolutions
+                    res = planned
+                train_loader.set_output_size(res)
+                train_loader.epoch = st.data_epoch
+            continue_epoch = False
+            st.epoch_res = res
             flops = train_flops(res)
             it = batches(train_loader, rt.threads)
             for images, labels in it:
-                if not clock.running and st.step == 0:
-                    clock.start()  # setup (model, loaders, FFCV's JIT of the first batch) is not training
+                if not started:
+                    started = True  # setup (model, loaders, FFCV's JIT of the first batch) is not training
+                    clock.start()
                     iv["t0"] = clock.read()
-                pos = pos_of(st.step, clock.read())
+                pos = pos_of(st.step, clock.at(st.step))
                 last_lr = lr_of(pos)
                 for g in opt.param_groups:
                     g["lr"] = last_lr
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 x, y = aug.train(images, labels, strength=strength_of(pos))
-                loss_sum += train_step(fwd, opt, params, x, y, rt, oc.grad_clip)
+                loss, bad = train_step(fwd, opt, params, x, y, rt, oc.grad_clip, skip_nonfinite)
+                if bad is None:
+                    acc[0] += loss
+                    acc[1] += 1
+                else:
+                    acc += torch.stack([torch.where(bad, 0.0, loss.double()), (~bad).double(), bad.double()])
                 st.step += 1
-                st.images_seen += x.shape[0]
-                st.flops_seen += float(flops) * x.shape[0]
+                st.images_seen += x.shape[0] * dd.world
+                st.flops_seen += float(flops) * x.shape[0] * dd.world
+                st.data_epoch, st.data_batch = train_loader.epoch, train_loader.batches_done
                 iv["steps"] += 1
                 iv["images"] += x.shape[0]
 
-                # what now: stop, log, evaluate, change stage (host-side arithmetic only)
-                t = clock.read()
+                # what now: stop, log, evaluate, checkpoint, change stage (host-side arithmetic only)
+                t = clock.at(st.step)
                 pos = pos_of(st.step, t)
                 if budget and t >= budget:
                     stop_reason = "budget"
@@ -456,15 +659,27 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
                     stop_reason = "epochs"
                 elif tc.max_steps and st.step >= tc.max_steps:
                     stop_reason = "max_steps"
+                elif STOP.signum and not dd.enabled:
+                    stop_reason = "signal"  # under DDP the ranks agree on it at the next logging interval
                 if stop_reason or st.step % tc.log_every == 0:
                     log_interval(last_lr)
-                if stop_reason:
-                    break
+                    if sync["signal"] and not stop_reason:
+                        stop_reason = "signal"
+                if stop_reason and stop_reason != "signal":
+                    break  # the final evaluation follows
                 if tc.eval_every > 0 and pos >= st.next_eval:
                     while st.next_eval <= pos:
                         st.next_eval += tc.eval_every
                     log_interval(last_lr)
                     run_eval()
+                    iv["t0"] = clock.read()
+                if stop_reason:
+                    break  # a signal: the evaluation due at this step is done, the checkpoint follows
+                if (tc.ckpt_every > 0 and pos >= st.next_ckpt) or sync["wall_ckpt"]:
+                    while tc.ckpt_every > 0 and st.next_ckpt <= pos:
+                        st.next_ckpt += tc.ckpt_every
+                    sync["wall_ckpt"] = False
+                    save_checkpoint()
                     iv["t0"] = clock.read()
                 if cc.adjust_at == "step" and S.resolution_at(pos, cc.starts, cc.resolutions) != res:
                     break  # end the epoch early: the next one starts at the new size
@@ -473,7 +688,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
             torch.cuda.synchronize()
         clock.stop()
         st.train_s = clock.elapsed
-        final = run_eval()
+        if stop_reason != "signal":
+            final = run_eval()
+        save_checkpoint()
     except BaseException as e:
         error = e
         clock.stop()
@@ -482,18 +699,32 @@ def train(cfg: C.Config, run_dir: str | os.PathLike) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        steps_log.close()
-        evals_log.close()
-        summary = _summary(cfg, st, budget, stop_reason, error, eval_res, wall(), env,
-                           final if error is None else None, steps_per_epoch, last_lr)
-        write_json(run_dir / "summary.json", summary)
-        if tc.plot:
-            try:
-                from pipeline.plots import plot_run
-                plot_run(run_dir)
-            except Exception as e:  # a plot must never hide the run's own outcome
-                print(f"warning: curves.png not written: {e}", file=sys.stderr)
+        summary = _summary(cfg, st, budget, stop_reason, error, eval_res, wall(), env, final,
+                           steps_per_epoch, last_lr)
+        if dd.main:
+            for log in (steps_log, evals_log):
+                if log is not None:
+                    log.close()
+            write_json(run_dir / "summary.json", summary)
+            if tc.plot:
+                try:
+                    from pipeline.plots import plot_run
+                    plot_run(run_dir)
+                except Exception as e:  # a plot must never hide the run's own outcome
+                    print(f"warning: curves.png not written: {e}", file=sys.stderr)
+        if error is None:
+            dd.close()
     return summary
+
+
+def _has_unused_params(net: nn.Module, res: int, device: torch.device) -> bool:
+    """Whether some parameters get no gradient (the last block's MLP under class-token pooling with
+    the class token skipping locality, as in the paper): DDP must then look for unused ones."""
+    net.zero_grad(set_to_none=True)
+    net(torch.zeros(2, 3, res, res, device=device)).float().sum().backward()
+    unused = any(p.grad is None for p in net.parameters() if p.requires_grad)
+    net.zero_grad(set_to_none=True)
+    return unused
 
 
 def _summary(cfg, st: State, budget, stop_reason, error, eval_res, wall_s, env, final, steps_per_epoch,
@@ -506,14 +737,16 @@ def _summary(cfg, st: State, budget, stop_reason, error, eval_res, wall_s, env, 
                      # the median interval excludes the compile of the first one
                      "median_images_per_s": statistics.median(v["rates"]) if v["rates"] else None}
     return {
-        "status": "ok" if error is None else f"failed: {type(error).__name__}: {error}",
+        "status": (f"failed: {type(error).__name__}: {error}" if error is not None
+                   else "stopped" if stop_reason == "signal" else "ok"),
         "stop_reason": stop_reason if error is None else "error",
         "final_top1": final["top1"] if final else None,
         "final_top5": final["top5"] if final else None,
         "final_val_loss": final["loss"] if final else None,
         "best_top1": st.best_top1, "best_top5": st.best_top5,
         "eval_resolution": eval_res,
-        "wall_s": wall_s, "train_s": st.train_s, "eval_s": st.eval_s, "budget_s": budget or None,
+        "wall_s": wall_s, "train_s": st.train_s, "eval_s": st.eval_s, "checkpoint_s": st.ckpt_s,
+        "budget_s": budget or None, "skipped_steps": st.skipped, "sessions": st.sessions,
         "steps": st.step, "epochs": st.step / steps_per_epoch, "images_seen": st.images_seen,
         "flops_seen": st.flops_seen, "final_lr": last_lr,
         "params": env.get("params"), "train_flops_per_image": env.get("train_flops_per_image"),
@@ -536,14 +769,12 @@ def print_summary(s: dict[str, Any]) -> None:
               f"{v['median_images_per_s'] or 0:9.0f} img/s (median)")
 
 
-def _terminate(signum, frame):
-    """SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: logs flushed, summary written."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
+    """The command line; exit codes: 0 done, 1 run error (logs kept), 2 bad config or data,
+    75 stopped by SIGTERM/SIGINT with a checkpoint (continue with --resume DIR), 130 forced stop."""
     argv = sys.argv[1:] if argv is None else argv
-    signal.signal(signal.SIGTERM, _terminate)
+    STOP.install()
+    main_rank = Dist.from_env().main
     try:
         args = C.parse_args(argv)
         if args.help:
@@ -551,14 +782,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         name = Path(args.config_name).stem if args.config_name else "default"
         run_dir = Path(args.run_dir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        check_run_dir(run_dir)
-        print(f"run dir: {run_dir}", file=sys.stderr)
-        summary = train(args.cfg, run_dir)
-    except (C.ConfigError, RunDirError, NonFiniteLossError) as e:
+        if not args.resume:
+            check_run_dir(run_dir)
+        if main_rank:
+            print(f"{'resuming' if args.resume else 'run dir'}: {run_dir}", file=sys.stderr)
+        summary = train(args.cfg, run_dir, resume=args.resume)
+    except (C.ConfigError, RunDirError, NonFiniteLossError, ckpt.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, C.ConfigError) else 1
     except KeyboardInterrupt:
-        print("interrupted: logs and summary.json kept", file=sys.stderr)
+        print("interrupted: logs and summary.json kept (no checkpoint of this point)", file=sys.stderr)
         return 130
     except Exception as e:  # data errors (manifest missing, ...) as one line, not a traceback
         from pipeline.data import ManifestError
@@ -566,8 +799,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: data.dir: {e}", file=sys.stderr)
             return 2
         raise
+    if not main_rank:
+        return EXIT_STOPPED if summary["stop_reason"] == "signal" else 0
     print_summary(summary)
     print(f"logs: {run_dir}")
+    if summary["stop_reason"] == "signal":
+        print(f"stopped by signal {STOP.signum} at step {summary['steps']}; checkpoint written; continue with:\n"
+              f"  python -m pipeline.train --resume {run_dir}", file=sys.stderr)
+        return EXIT_STOPPED
     return 0
 
 

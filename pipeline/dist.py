@@ -1,0 +1,74 @@
+"""torch.distributed for the trainer: one process per GPU, started by torchrun.
+
+    torchrun --nproc_per_node=8 -m pipeline.train --config s16_24h --run-dir runs/s16x8
+
+`Dist.from_env()` reads torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK); with WORLD_SIZE
+unset or 1 it is a single process and every collective below is the identity, so the trainer
+has one code path. NCCL on CUDA, gloo on CPU (the tests run 2 gloo processes).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the only process that writes logs and checkpoints."""
+        return self.rank == 0
+
+    def init(self, device: torch.device) -> None:
+        """Join the process group (NCCL for CUDA devices, gloo otherwise)."""
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    rank=self.rank, world_size=self.world)
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """Sum or max of a tensor over ranks (in place; returned)."""
+        if self.enabled:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        return values
+
+    def max_floats(self, values: list[float], device: torch.device) -> list[float]:
+        """Element-wise max of host floats over ranks (one collective; a host sync)."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        return self.all_reduce(t, "max").tolist()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank (picklable objects)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
