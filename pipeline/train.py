@@ -2,7 +2,11 @@
 
     python -m pipeline.train --config demo --run-dir runs/demo [--section.key=value ...]
 
-Writes DIR/config.json, env.json, steps.arrow, evals.arrow, summary.json and curves.png.
+    python -m pipeline.train --resume DIR [--force] [--section.key=value ...]
+    torchrun --nproc_per_node=N -m pipeline.train ...
+
+Writes DIR/config.json, env.json, steps.arrow, evals.arrow, checkpoints/, summary.json and curves.png.
+Checkpoints, resume, signals and DDP: README "Long runs" (pipeline/checkpoint.py, pipeline/dist.py).
 
 Rules of the clock (shared/STYLE.md rule 4; keys in pipeline/config.py):
 - Progress in [0, 1] is the one clock. With a budget (`train.budget_s` or `budget_h`) it is

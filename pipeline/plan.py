@@ -1,0 +1,146 @@
+"""`python -m pipeline.plan`: a config's curriculum as it would run on a measured GPU.
+
+    python -m pipeline.plan --config s16_24h --throughput results/train_bench.json [--compare paper]
+
+For each curriculum stage: resolution, images/s, hours and epochs of the dataset (ImageNet-1k's
+1,281,167 training images unless --images says otherwise), then the totals. Images/s come from a
+`python -m bench.train` JSON (its end-to-end figure per resolution, or --rate-key on_device);
+a resolution it did not measure is scaled from the nearest measured one by the model's training
+FLOPs per image (model.forward_flops), and marked "~". With --compare, the same table for another
+config (the authors' recipe: `--compare paper`) on the same measurements. The same schedule
+rules as the trainer (pipeline/schedule.py) decide where stages start; the measured rates are for
+the benchmark's batch size, so a config with another batch size is planned at those rates
+(stated in the output).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import config as C
+
+IMAGENET_TRAIN = 1_281_167
+
+
+@dataclass
+class Stage:
+    resolution: int
+    images_per_s: float
+    measured: bool
+    hours: float
+    epochs: float
+
+
+class Rates:
+    """Images/s per resolution: measured ones, others scaled by training FLOPs per image."""
+
+    def __init__(self, measured: dict[int, float], flops_of):
+        if not measured:
+            raise ValueError("no measured resolutions")
+        self.measured, self.flops_of = dict(measured), flops_of
+
+    def __call__(self, res: int) -> tuple[float, bool]:
+        if res in self.measured:
+            return self.measured[res], True
+        near = min(self.measured, key=lambda r: (abs(r - res), r))
+        return self.measured[near] * self.flops_of(near) / self.flops_of(res), False
+
+
+def plan(cfg: C.Config, rates: Rates, images: int = IMAGENET_TRAIN) -> list[Stage]:
+    """The stages of `cfg` on `rates`, cut at its budget (or its epoch plan).
+
+    Args:
+        cfg: a resolved config.
+        rates: images/s per resolution.
+        images: training images per epoch.
+    """
+    cc, tc = cfg.curriculum, cfg.train
+    budget_h = cfg.budget / 3600
+    starts, out = list(cc.starts), []
+    if tc.clock == "progress":  # stages are fractions of the budget (time) or of the epoch plan
+        for i, res in enumerate(cc.resolutions):
+            share = (starts[i + 1] if i + 1 < len(starts) else 1.0) - starts[i]
+            rate, ok = rates(res)
+            if budget_h:
+                h = share * budget_h
+                out.append(Stage(res, rate, ok, h, rate * h * 3600 / images))
+            else:
+                ep = share * tc.epochs
+                out.append(Stage(res, rate, ok, ep * images / rate / 3600, ep))
+        return out
+    # epoch clock: stages are epoch ranges, cut where the budget (or the epoch cap) runs out
+    left_h, end_ep = budget_h or float("inf"), tc.epochs or float("inf")
+    for i, res in enumerate(cc.resolutions):
+        rate, ok = rates(res)
+        ep = min(starts[i + 1] if i + 1 < len(starts) else float("inf"), end_ep) - starts[i]
+        if ep <= 0 or left_h <= 0:
+            break
+        h = min(ep * images / rate / 3600, left_h)
+        out.append(Stage(res, rate, ok, h, rate * h * 3600 / images))
+        left_h -= h
+    return out
+
+
+def table(name: str, stages: list[Stage]) -> str:
+    lines = [f"{name}:", f"  {'stage':>5} {'res':>5} {'img/s':>10} {'epochs':>8} {'hours':>7}"]
+    for i, s in enumerate(stages, 1):
+        mark = " " if s.measured else "~"
+        lines.append(f"  {i:>5} {s.resolution:>5} {mark}{s.images_per_s:>9,.0f} {s.epochs:>8.2f} {s.hours:>7.2f}")
+    lines.append(f"  {'total':>5} {'':>5} {'':>10} {sum(s.epochs for s in stages):>8.2f} "
+                 f"{sum(s.hours for s in stages):>7.2f}")
+    return "\n".join(lines)
+
+
+def _rates_from(path: str, key: str, cfg: C.Config) -> tuple[Rates, dict]:
+    import timm
+
+    import model  # noqa: F401  (registers the vitday variants)
+    try:
+        bench = json.loads(Path(path).read_text())
+        measured = {int(r): float(v[key]) for r, v in bench["results"].items()}
+    except FileNotFoundError:
+        raise C.ConfigError(f"--throughput: {path} not found (write it with python -m bench.train)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise C.ConfigError(f"--throughput: {path}: expected bench.train's JSON with results.<res>.{key} "
+                            f"({type(e).__name__}: {e})") from None
+    net = timm.create_model(cfg.model.name, num_classes=1000, img_size=cfg.curriculum.resolutions[-1])
+    flops = {}
+
+    def flops_of(res: int) -> float:
+        if res not in flops:
+            flops[res] = model.forward_flops(net, res)
+        return flops[res]
+    return Rates(measured, flops_of), bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="s16_24h", help="config to plan (name in configs/ or .py path)")
+    p.add_argument("--throughput", default="results/train_bench.json", help="python -m bench.train JSON")
+    p.add_argument("--rate-key", default="end_to_end", choices=["end_to_end", "on_device", "loader"],
+                   help="which measured images/s to plan with")
+    p.add_argument("--compare", default="paper", help="a second config on the same rates ('' for none)")
+    p.add_argument("--images", type=int, default=IMAGENET_TRAIN, help="training images per epoch")
+    args = p.parse_args(argv)
+    try:
+        cfgs = [(n, C.validate(C.load_config(n))) for n in [args.config, args.compare] if n]
+        rates, bench = _rates_from(args.throughput, args.rate_key, cfgs[0][1])
+    except C.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"rates: {args.rate_key} images/s of {args.throughput} (device {bench.get('device')}, "
+          f"{bench.get('model')}, batch {bench.get('batch_size')}); ~ = scaled by FLOPs from the nearest "
+          f"measured resolution; epochs of {args.images:,} images")
+    for name, cfg in cfgs:
+        stages = plan(cfg, rates, args.images)
+        note = "" if cfg.train.batch_size == bench.get("batch_size") else \
+            f" (planned at the rates of batch {bench.get('batch_size')}; it runs at batch {cfg.train.batch_size})"
+        print(table(f"{name}{note}", stages))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""pipeline.plan: a config's curriculum on measured throughputs (issue 8's planning table)."""
+import json
+
+import pytest
+
+import model
+from pipeline import config as C
+from pipeline import plan as P
+
+
+def fake_bench(tmp_path, rates):
+    path = tmp_path / "train_bench.json"
+    path.write_text(json.dumps({"device": "test GPU", "model": "vitday_small_patch16_local", "batch_size": 1024,
+                                "results": {str(r): {"end_to_end": v, "on_device": 2 * v} for r, v in rates.items()}}))
+    return path
+
+
+def test_progress_plan_splits_the_budget_and_scales_unmeasured_sizes_by_flops(tmp_path):
+    import timm
+    cfg = C.load_config("s16_24h")
+    net = timm.create_model(cfg.model.name, num_classes=1000, img_size=224)
+    rates = P.Rates({64: 40_000.0, 224: 4_000.0}, lambda r: model.forward_flops(net, r))
+    stages = P.plan(cfg, rates)
+    assert [s.resolution for s in stages] == [64, 96, 128, 160, 192, 224]
+    assert sum(s.hours for s in stages) == pytest.approx(24.0)
+    assert stages[0].hours == pytest.approx(2.4) and stages[0].measured
+    assert stages[0].epochs == pytest.approx(40_000 * 2.4 * 3600 / P.IMAGENET_TRAIN)
+    s96 = stages[1]  # nearest measured is 64 px: scaled by the FLOP ratio, marked unmeasured
+    assert not s96.measured
+    assert s96.images_per_s == pytest.approx(40_000 * model.forward_flops(net, 64) / model.forward_flops(net, 96))
+
+
+def test_epoch_clock_plan_runs_stages_until_the_budget_is_spent():
+    cfg = C.load_config("paper")  # 5 epochs per size from 32 px, 24 h
+    stages = P.plan(cfg, P.Rates({r: 10_000.0 for r in range(32, 225, 32)}, lambda r: r * r))
+    per_stage_h = 5 * P.IMAGENET_TRAIN / 10_000 / 3600  # 0.178 h
+    assert [s.resolution for s in stages] == [32, 64, 96, 128, 160, 192, 224]
+    assert all(s.epochs == pytest.approx(5) and s.hours == pytest.approx(per_stage_h) for s in stages[:-1])
+    assert sum(s.hours for s in stages) == pytest.approx(24.0)
+    assert sum(s.epochs for s in stages) == pytest.approx(24 * 3600 * 10_000 / P.IMAGENET_TRAIN)
+
+
+def test_cli_prints_both_tables_and_rejects_a_bad_file(tmp_path, capsys):
+    path = fake_bench(tmp_path, {64: 40_000.0, 128: 15_000.0, 224: 4_000.0})
+    assert P.main(["--config", "s16_24h", "--throughput", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "s16_24h:" in out and "paper (planned at the rates of batch 1024; it runs at batch 64)" in out
+    assert out.count("total") == 2 and "test GPU" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert P.main(["--throughput", str(bad)]) == 2
+    assert "expected bench.train's JSON" in capsys.readouterr().err
