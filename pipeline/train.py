@@ -475,6 +475,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     def strength_of(pos: float) -> float:
         return S.strength_at(pos, start=cc.strength_start, end=cc.strength_end, ramp_end=ramp_end)
 
+    if ck:  # a finished run stays finished unless its plan was changed (--force)
+        done = [why for why, cond in [
+            ("budget spent", budget and st.train_s >= budget), ("epochs done", total_steps and st.step >= total_steps),
+            ("epochs done", epoch_cap and st.step >= epoch_cap), ("max_steps", tc.max_steps and st.step >= tc.max_steps)]
+            if cond]
+        if done:
+            raise RunDirError(f"{run_dir}: the run is complete at step {st.step} ({done[0]}); nothing to resume "
+                              f"(extend it: a larger train.max_steps, or --force with a larger budget or epoch count)")
+
     # -- run files (rank 0): a resumed run keeps the rows its checkpoint covers, no more
     env = environment(device)
     env.update(params=vit.count_params(net), world_size=dd.world,
