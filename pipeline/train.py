@@ -35,6 +35,7 @@ Layout: setup (device, data, model, optimizer) -> one State holding every counte
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -715,10 +716,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
         summary = _summary(cfg, st, budget, stop_reason, error, eval_res, wall(), env, final,
                            steps_per_epoch, last_lr)
         if dd.main:
-            for log in (steps_log, evals_log):
-                if log is not None:
-                    log.close()
-            write_json(run_dir / "summary.json", summary)
+            try:
+                for log in (steps_log, evals_log):
+                    if log is not None:
+                        log.close()
+                write_json(run_dir / "summary.json", summary)
+            except OSError as e:  # a full disk must not hide the run's own error
+                if error is None:
+                    raise
+                print(f"warning: summary.json not written: {e}", file=sys.stderr)
             if tc.plot:
                 try:
                     from pipeline.plots import plot_run
@@ -806,6 +812,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: logs and summary.json kept (no checkpoint of this point)", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"error: {e.filename or 'a run file'}: no space left on device; the logs up to their last "
+              f"flush and the last complete checkpoint are kept", file=sys.stderr)
+        return 1
     except Exception as e:  # data errors (manifest missing, ...) as one line, not a traceback
         from pipeline.data import ManifestError
         if isinstance(e, ManifestError):

@@ -46,9 +46,13 @@ def det_cfg(betons, **over) -> C.Config:
 
 @pytest.fixture(autouse=True)
 def no_pending_signal():
+    """No stop request leaks between tests, and T.main's handlers are put back."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     T.STOP.signum = 0
     yield
     T.STOP.signum = 0
+    for sig, h in handlers.items():
+        signal.signal(sig, h)
 
 
 def stop_at(monkeypatch, k: int) -> None:
@@ -122,6 +126,31 @@ def test_disk_full_while_writing_leaves_the_previous_checkpoint(tmp_path, monkey
     monkeypatch.undo()
     assert sorted(p.name for p in d.iterdir()) == ["ckpt-000000001.json", "ckpt-000000001.pt"]
     assert ckpt.verify(d / "ckpt-000000001.pt") is None
+
+
+def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypatch, capsys):
+    real, calls = os.fsync, [0]
+
+    def fsync(fd):  # checkpoint 1 (step 3) is written with 2 fsyncs; the 3rd call is checkpoint 2's
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    run = tmp_path / "run"
+    code = T.main(["--run-dir", str(run), f"--data.dir={warm}", "--model.name=vitday_pico_patch4_local",
+                   "--train.batch_size=8", "--train.epochs=4", "--train.ckpt_every=0.25", "--train.log_every=1",
+                   "--train.progress_bar=false", "--train.plot=false", "--train.threads=1", "--data.num_workers=1",
+                   "--curriculum.starts=0", "--curriculum.resolutions=16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: ") and err[-1].endswith(
+        "ckpt-000000006.pt: not written (No space left on device); previous checkpoint ckpt-000000003.pt intact")
+    monkeypatch.undo()
+    assert [p.name for p in ckpt.listing(run / "checkpoints")] == ["ckpt-000000003.pt"]
+    assert ckpt.verify(run / "checkpoints" / "ckpt-000000003.pt") is None
+    assert [r["step"] for r in rows(run)] == list(range(1, 7))  # logs kept
+    assert json.loads((run / "summary.json").read_text())["status"].startswith("failed: CheckpointError")
 
 
 # ------------------------------------------------------------------ resume in process

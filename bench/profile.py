@@ -1,0 +1,104 @@
+"""Where a training step's time goes: torch.profiler over the trainer's step, top kernels.
+
+    python -m bench.profile --config s16_24h --sizes 128,224 [--batch 256] [--steps 5]
+    python -m bench.profile --config demo --sizes 16,24 --device cpu          # CPU ops instead
+
+One step is what the trainer runs per batch with the data already on the device: the batched
+augmentation (pipeline/augment.py) and pipeline.train.train_step (compiled forward, bf16 autocast,
+backward, fused AdamW on CUDA). After --warmup steps (compilation), --steps steps are profiled;
+the table lists the operators/kernels with the most self device time (CUDA) or self CPU time,
+with their share of the total. Writes results/profile.json (top rows per size) and a Chrome
+trace per size next to it with --trace (profile_<size>.json; large).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from pipeline import config as C
+from pipeline import train as T
+
+
+def profile_size(cfg: C.Config, size: int, steps: int, warmup: int, top: int, trace: Path | None) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    from pipeline.augment import BatchAugment
+    device = T.pick_device(cfg)
+    rt = T.Runtime.from_config(cfg, device)
+    torch.manual_seed(0)
+    net = T.build_model(cfg, 1000, img_size=size).to(device)
+    if rt.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+    fwd = T.compiled_forward(net, rt)
+    opt = T.build_optimizer(net, cfg, device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    aug = BatchAugment(cfg.augment, num_classes=1000, device=device, seed=0)
+    b = cfg.train.batch_size
+    images = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 1000, (b,), device=device)
+
+    def step():
+        x, y = aug.train(images, labels, strength=1.0)
+        T.train_step(fwd, opt, params, x, y, rt, cfg.optim.grad_clip)
+
+    for _ in range(warmup):
+        step()
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    if trace is not None:
+        prof.export_chrome_trace(str(trace))
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [{"name": e.key, "self_us_per_step": getattr(e, key) / steps, "share": getattr(e, key) / total,
+             "calls_per_step": e.count / steps} for e in events[:top]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="128,224")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--trace", action="store_true", help="also write a Chrome trace per size")
+    p.add_argument("--out", type=Path, default=Path("results/profile.json"))
+    args, rest = p.parse_known_args(argv)
+    try:
+        cfg = C.parse_args(rest or ["--config", "s16_24h"]).cfg
+    except C.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = {"model": cfg.model.name, "batch_size": cfg.train.batch_size, "steps": args.steps, "sizes": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for size in [int(s) for s in args.sizes.split(",")]:
+        trace = args.out.with_name(f"profile_{size}.json") if args.trace else None
+        rows = profile_size(cfg, size, args.steps, args.warmup, args.top, trace)
+        out["sizes"][str(size)] = rows
+        print(f"\n{size} px, batch {cfg.train.batch_size}: top {len(rows)} by self time per step")
+        print(f"{'share':>6} {'us/step':>10} {'calls':>6}  name")
+        for r in rows:
+            print(f"{100 * r['share']:5.1f}% {r['self_us_per_step']:>10.0f} {r['calls_per_step']:>6.0f}  {r['name'][:90]}")
+    tmp = args.out.with_name(args.out.name + ".partial")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The usual way, as a user would train without vitday: timm ViT-S/16 fed by torchvision.
+
+    python -m bench.usual --folder data/bench_loader/jpeg_2000 --sizes 64,128,224 [--batch 256]
+    python -m bench.usual --device cpu --model vit_tiny_patch16_224 --sizes 32 --batch 8   # a smoke run
+
+torchvision `ImageFolder` + `DataLoader` (--workers processes, pinned memory) with PIL transforms
+(RandomResizedCrop, flip, ToTensor, Normalize), then timm's `vit_small_patch16_224` built at each
+size, AMP (bf16 autocast on CUDA), AdamW, non-blocking copies: the plain recipe of a timm or DeiT
+training script, without our betons, GPU augmentation or torch.compile. Images/s per size is the
+median over --repeats windows of --steps steps after --warmup steps, on the same folder of images
+that bench/loader.py makes (and bench.train's betons are written from). Writes JSON
+(results/usual_bench.json) and prints a table; compare with bench.train's end-to-end figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.logs import environment
+
+
+def loader(folder: Path, size: int, batch: int, workers: int, pin: bool):
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    ds = datasets.ImageFolder(str(folder / "train"), transform=tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
+                                       pin_memory=pin, persistent_workers=workers > 0)
+
+
+def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: int, steps: int, warmup: int,
+          repeats: int, device: torch.device) -> dict:
+    import timm
+    cuda = device.type == "cuda"
+    results = {}
+    for size in sizes:
+        net = timm.create_model(model_name, num_classes=1000, img_size=size).to(device).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+        dl = loader(folder, size, batch, workers, pin=cuda)
+        if len(dl) < 1:
+            raise SystemExit(f"error: --batch {batch} exceeds the images of {folder / 'train'}")
+
+        def batches():
+            while True:
+                for x, y in dl:
+                    yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+        it = batches()
+
+        def step():
+            x, y = next(it)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(net(x), y, label_smoothing=0.1)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(warmup):
+            step()
+        rates = []
+        for _ in range(repeats):
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+            rates.append(steps * batch / (time.perf_counter() - t))
+        results[str(size)] = {"images_per_s": statistics.median(rates), "samples": rates}
+        print(f"{size:>5} px  {results[str(size)]['images_per_s']:9.0f} img/s", file=sys.stderr, flush=True)
+        del it, dl, net, opt
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folder", type=Path, default=Path("data/bench_loader/jpeg_2000"),
+                   help="ImageNet-style folder (train/<class>/*.JPEG), e.g. from bench/loader.py")
+    p.add_argument("--model", default="vit_small_patch16_224", help="timm model name")
+    p.add_argument("--sizes", default="64,128,224")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=Path("results/usual_bench.json"))
+    a = p.parse_args(argv)
+    if not (a.folder / "train").is_dir():
+        print(f"error: --folder: {a.folder / 'train'} not found (make one with python bench/loader.py)",
+              file=sys.stderr)
+        return 2
+    device = torch.device(a.device)
+    sizes = [int(s) for s in a.sizes.split(",")]
+    results = bench(a.folder, a.model, sizes, a.batch, a.workers, a.steps, a.warmup, a.repeats, device)
+    env = environment(device)
+    out = {"benchmark": "usual", "device": env.get("gpu", {}).get("name") or str(device), "model": a.model,
+           "batch_size": a.batch, "workers": a.workers, "precision": "bf16" if device.type == "cuda" else "fp32",
+           "folder": str(a.folder), "steps": a.steps, "repeats": a.repeats, "results": results, "env": env}
+    print(f"usual way: {a.model}, torchvision ImageFolder + DataLoader ({a.workers} workers), batch {a.batch}, "
+          f"{out['precision']}, device {out['device']}; median of {a.repeats} x {a.steps} steps")
+    print(f"{'size':>5} {'img/s':>10}")
+    for s, r in results.items():
+        print(f"{s:>5} {r['images_per_s']:>10.0f}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(a.out.name + ".partial")
+    tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    os.replace(tmp, a.out)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
