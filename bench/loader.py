@@ -15,7 +15,6 @@ passes over the folder after one warm-up pass (FFCV's JIT, the OS page cache).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data import BetonSet
+from pipeline.logs import write_json
 from tools import write_beton
 from tools.synthetic import make_folder
 
@@ -108,9 +108,7 @@ def main(argv=None) -> int:
     print(f"writer: {result['writer_images_per_s']:.0f} images/s "
           f"({n_train} images x {len(sizes)} resolutions in {write_s:.1f} s)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".partial")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result)
     print(f"wrote {a.out}")
     return 0
 

@@ -13,8 +13,6 @@ trace per size next to it with --trace (profile_<size>.json; large).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,23 +20,17 @@ import torch
 
 from pipeline import config as C
 from pipeline import train as T
+from pipeline.logs import write_json
 
 
 def profile_size(cfg: C.Config, size: int, steps: int, warmup: int, top: int, trace: Path | None) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    from pipeline.augment import BatchAugment
     device = T.pick_device(cfg)
     rt = T.Runtime.from_config(cfg, device)
     torch.manual_seed(0)
-    net = T.build_model(cfg, 1000, img_size=size).to(device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net.train()
+    net, opt, params, aug = T.build_training(cfg, 1000, size, device, rt, aug_seed=0)
     fwd = T.compiled_forward(net, rt)
-    opt = T.build_optimizer(net, cfg, device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    aug = BatchAugment(cfg.augment, num_classes=1000, device=device, seed=0)
     b = cfg.train.batch_size
     images = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)
     images = images.contiguous(memory_format=torch.channels_last)
@@ -93,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'share':>6} {'us/step':>10} {'calls':>6}  name")
         for r in rows:
             print(f"{100 * r['share']:5.1f}% {r['self_us_per_step']:>10.0f} {r['calls_per_step']:>6.0f}  {r['name'][:90]}")
-    tmp = args.out.with_name(args.out.name + ".partial")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, out)
     print(f"wrote {args.out}")
     return 0
 

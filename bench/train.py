@@ -38,7 +38,6 @@ def _sync(device: torch.device) -> None:
 def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeats: int) -> dict:
     """Measure images/s (median of `repeats` windows of `steps` steps) at each resolution."""
     import model as vit
-    from pipeline.augment import BatchAugment
     from pipeline.data import BetonSet
 
     device = T.pick_device(cfg)
@@ -48,14 +47,8 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
     loader = bs.loader("train", batch_size=cfg.train.batch_size, output_size=resolutions[0],
                        num_workers=cfg.data.num_workers, device=device if device.type == "cuda" else None,
                        seed=cfg.train.seed, scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max))
-    net = T.build_model(cfg, bs.num_classes, img_size=max(resolutions)).to(device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net.train()
+    net, opt, params, aug = T.build_training(cfg, bs.num_classes, max(resolutions), device, rt, cfg.train.seed)
     fwd = T.compiled_forward(net, rt)
-    opt = T.build_optimizer(net, cfg, device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    aug = BatchAugment(cfg.augment, num_classes=bs.num_classes, device=device, seed=cfg.train.seed)
     n_batches = len(loader)
 
     def step(images, labels):

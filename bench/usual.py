@@ -14,7 +14,6 @@ that bench/loader.py makes (and bench.train's betons are written from). Writes J
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.logs import environment
+from pipeline.logs import environment, write_json
 
 
 def loader(folder: Path, size: int, batch: int, workers: int, pin: bool):
@@ -79,7 +78,6 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
             rates.append(steps * batch / (time.perf_counter() - t))
         results[str(size)] = {"images_per_s": statistics.median(rates), "samples": rates}
         print(f"{size:>5} px  {results[str(size)]['images_per_s']:9.0f} img/s", file=sys.stderr, flush=True)
-        del it, dl, net, opt
     return results
 
 
@@ -114,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for s, r in results.items():
         print(f"{s:>5} {r['images_per_s']:>10.0f}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(a.out.name + ".partial")
-    tmp.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, out)
     print(f"wrote {a.out}")
     return 0
 

@@ -110,6 +110,23 @@ def build_optimizer(net: nn.Module, cfg: C.Config, device: torch.device) -> torc
                              fused=device.type == "cuda")
 
 
+def build_training(cfg: C.Config, num_classes: int, img_size: int, device: torch.device, rt: "Runtime",
+                   aug_seed: int):
+    """What a training step needs: the model (on the device, channels_last when `rt` says so, in
+    train mode), AdamW over it, its trainable parameters and the batched augmentation.
+
+    Returns (net, opt, params, aug); compile the forward with `compiled_forward` (after any DDP wrap).
+    """
+    from pipeline.augment import BatchAugment
+    net = build_model(cfg, num_classes, img_size=img_size).to(device)
+    if rt.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net.train()
+    opt = build_optimizer(net, cfg, device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    return net, opt, params, BatchAugment(cfg.augment, num_classes=num_classes, device=device, seed=aug_seed)
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross entropy against soft targets (B, K) (mixup/cutmix, label smoothing); fp32."""
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -365,7 +382,6 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     Raises NonFiniteLossError (logs kept) if the loss becomes NaN or infinite, CheckpointError
     if a checkpoint cannot be written (the previous one intact).
     """
-    from pipeline.augment import BatchAugment
     from pipeline.data import BetonSet
 
     import model as vit
@@ -408,13 +424,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
                             f"images of {cfg.data.dir}")
 
     # -- model, optimizer, augmentation; then the checkpoint to continue from
-    net = build_model(cfg, bset.num_classes, img_size=final_res).to(device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net.train()
-    opt = build_optimizer(net, cfg, device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    aug = BatchAugment(cfg.augment, num_classes=bset.num_classes, device=device, seed=tc.seed + dd.rank)
+    net, opt, params, aug = build_training(cfg, bset.num_classes, final_res, device, rt, aug_seed=tc.seed + dd.rank)
     ck, ck_name = None, None
     if resume:
         found = ckpt.load_latest(run_dir / "checkpoints", map_location=device,
@@ -423,7 +433,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
             say(f"warning: {run_dir / 'checkpoints'} holds no usable checkpoint: the run starts again "
                 f"from step 0", file=sys.stderr)
         else:
-            (path, ck), ck_name = found, found[0].name
+            path, ck = found
+            ck_name = path.name
             net.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
     st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)

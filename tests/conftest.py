@@ -64,3 +64,14 @@ def tiny_betons(tiny_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_betons")
     write_set(tiny_folder, out, resolutions=(16, 32))
     return out
+
+
+@pytest.fixture(scope="session")
+def warm(tiny_betons):
+    """Compile FFCV's pipelines once (Numba JIT, in-process cache) so timed tests time training only."""
+    from pipeline.data import BetonSet
+    bs = BetonSet(tiny_betons)
+    for split, size in (("train", 16), ("val", 32)):
+        for _ in bs.loader(split, batch_size=8, output_size=size, num_workers=1):
+            pass
+    return tiny_betons

@@ -5,11 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from pipeline import checkpoint as ckpt
 from pipeline.logs import read_table
-from tests.test_train import warm  # noqa: F401  (fixture)
 
 HERE = Path(__file__).parent
 
@@ -62,3 +59,49 @@ def test_torchrun_trains_with_one_set_of_logs(warm, tmp_path):
     _, ck = ckpt.load_latest(run / "checkpoints")
     assert ck["step"] == 6 and len(ck["rng"]) == 2  # both ranks' random streams, for resume
     assert ck["rng"][0]["aug"]["numpy"] != ck["rng"][1]["aug"]["numpy"]
+
+
+def test_torchrun_budget_run_stops_together_on_sigterm_and_resumes(warm, tmp_path):
+    """The ranks agree on the budget clock and on a signal: SIGTERM to torchrun stops both at the
+    same logging interval with one checkpoint holding both ranks' states; --resume continues."""
+    import signal
+    import time
+    run = tmp_path / "run"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--data.dir=" + str(warm), "--train.progress_bar=false", "--train.plot=false", "--train.threads=1",
+            "--data.num_workers=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "pipeline.train", "--run-dir", str(run),
+           "--model.name=vitday_pico_patch4_local", "--train.batch_size=8", "--train.budget_s=120",
+           "--train.epochs=0", "--train.log_every=2", "--curriculum.starts=0,0.5", "--curriculum.resolutions=16,32",
+           *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)
+    t0 = time.monotonic()
+    while not ((run / "steps.arrow").is_file() and read_table(run / "steps.arrow").num_rows >= 5):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() - t0 < 200
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=200)
+    s = json.loads((run / "summary.json").read_text())
+    assert s["status"] == "stopped" and s["stop_reason"] == "signal", err[-3000:]
+    assert s["steps"] % 2 == 0  # at a logging interval, where the ranks agree
+    path, ck = ckpt.load_latest(run / "checkpoints")
+    assert ck["step"] == s["steps"] and len(ck["rng"]) == 2
+    assert 0 < s["train_s"] < 120
+    stop = s["steps"] + 6
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "pipeline.train",
+                        "--resume", str(run), f"--train.max_steps={stop}", *args],
+                       capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s2 = json.loads((run / "summary.json").read_text())
+    assert s2["status"] == "ok" and s2["stop_reason"] == "max_steps" and s2["steps"] == stop
+    steps = [x["step"] for x in read_table(run / "steps.arrow").to_pylist()]
+    assert steps == list(range(2, stop + 1, 2))  # no duplicate, no gap
+    assert [x["world"] for x in s2["sessions"]] == [2, 2]

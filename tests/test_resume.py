@@ -23,7 +23,7 @@ from pipeline import config as C
 from pipeline import train as T
 from pipeline.logs import read_table
 from tests.conftest import write_set
-from tests.test_train import NanAfter, tiny_cfg, warm  # noqa: F401  (fixture)
+from tests.test_train import NanAfter, tiny_cfg
 from tools.synthetic import make_folder
 
 

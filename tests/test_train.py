@@ -29,17 +29,6 @@ def tiny_cfg(betons, **over) -> C.Config:
     return C.validate(cfg)
 
 
-@pytest.fixture(scope="module")
-def warm(tiny_betons):
-    """Compile FFCV's pipelines once (Numba JIT, in-process cache) so timed tests time training only."""
-    from pipeline.data import BetonSet
-    bs = BetonSet(tiny_betons)
-    for split, size in (("train", 16), ("val", 32)):
-        for _ in bs.loader(split, batch_size=8, output_size=size, num_workers=1):
-            pass
-    return tiny_betons
-
-
 def test_run_writes_all_outputs(warm, tmp_path):
     cfg = tiny_cfg(warm, train__eval_every=0.5, train__plot=True,
                    curriculum__starts=(0.0, 0.5), curriculum__resolutions=(16, 32))
