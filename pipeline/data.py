@@ -94,8 +94,8 @@ class BetonSet:
         """A loader over one split.
 
         Args:
-            split: "train" gets a random-resized crop in a random order; any other split a
-                centre crop in file order.
+            split: "train" gets a random-resized crop (seeded: pipeline/crops.py) in a random
+                order; any other split a centre crop in file order.
             batch_size: images per batch (per process when distributed).
             output_size: side of the square output images; change it with set_output_size.
             num_workers: decoding threads (0: all cores).
@@ -159,8 +159,7 @@ class BetonLoader:
         self.beton = self.bset.beton_for(self.split, self.output_size)
 
     def _ffcv(self):
-        from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder,
-                                          RandomResizedCropRGBImageDecoder)
+        from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
@@ -168,8 +167,9 @@ class BetonLoader:
         if key not in self._built:
             out = (self.output_size, self.output_size)
             if self.train:
-                decoder = RandomResizedCropRGBImageDecoder(out, scale=self._scale,
-                                                           ratio=self._ratio)
+                from pipeline.crops import SeededRandomResizedCrop
+                decoder = SeededRandomResizedCrop(out, scale=self._scale, ratio=self._ratio,
+                                                  seed=self._opts["seed"])
                 order = OrderOption.RANDOM
             else:
                 decoder = CenterCropRGBImageDecoder(out, ratio=self._crop_ratio)

@@ -1,10 +1,8 @@
 """Long runs survive (issue 7): checkpoints, resume, signals, kill -9, corrupt files, NaN guards.
 
-Runs are tiny (24 images, pico model, CPU, one thread) and deterministic, so an interrupted and
-resumed run must reproduce an uninterrupted one exactly. One thing is not ours to seed: FFCV
-draws random-resized-crop positions from Numba's per-thread generator, which it never seeds. The
-resume runs therefore use images that all have the crop's aspect ratio (4:3) and area 1, so every
-crop is the whole image; everything else (order, flips, RandAugment, mixup, init) is seeded by us.
+Runs are tiny (conftest's 24-image betons, pico model, CPU, one thread) and deterministic, random
+crops included (pipeline/crops.py), so an interrupted and resumed run must reproduce an
+uninterrupted one exactly.
 """
 import errno
 import json
@@ -22,24 +20,12 @@ from pipeline import checkpoint as ckpt
 from pipeline import config as C
 from pipeline import train as T
 from pipeline.logs import read_table
-from tests.conftest import write_set
 from tests.test_train import NanAfter, tiny_cfg
-from tools.synthetic import make_folder
-
-
-@pytest.fixture(scope="module")
-def fixed(tmp_path_factory):
-    """Betons of 24 + 12 images of exactly 40x30 px (no size jitter): whole-image crops."""
-    root = tmp_path_factory.mktemp("fixed")
-    src = make_folder(root / "src", n_classes=3, per_class=8, size=(40, 30), splits={"val": 4}, seed=1,
-                      jitter=0.0)
-    write_set(src, root / "betons", resolutions=(16, 32))
-    return root / "betons"
 
 
 def det_cfg(betons, **over) -> C.Config:
     """4 epochs x 3 steps; stage 16 px then 32 px from progress 0.5; checkpoint every quarter."""
-    base = dict(data__crop_scale_min=1.0, data__crop_ratio_min=4 / 3, data__crop_ratio_max=4 / 3, train__epochs=4.0, train__eval_every=0.5, train__ckpt_every=0.25,
+    base = dict(train__epochs=4.0, train__eval_every=0.5, train__ckpt_every=0.25,
                 curriculum__starts=(0.0, 0.5), curriculum__resolutions=(16, 32))
     return tiny_cfg(betons, **{**base, **over})
 
@@ -156,20 +142,20 @@ def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypat
 # ------------------------------------------------------------------ resume in process
 
 @pytest.mark.parametrize("stop_step", [5, 6])  # 5: mid-epoch; 6: where the 32 px stage starts
-def test_resume_after_sigterm_reproduces_the_uninterrupted_run(fixed, tmp_path, monkeypatch, stop_step):
+def test_resume_after_sigterm_reproduces_the_uninterrupted_run(warm, tmp_path, monkeypatch, stop_step):
     full = tmp_path / "full"
-    ref = T.train(det_cfg(fixed), full)
+    ref = T.train(det_cfg(warm), full)
 
     run = tmp_path / "run"
     stop_at(monkeypatch, stop_step)
-    s = T.train(det_cfg(fixed), run)
+    s = T.train(det_cfg(warm), run)
     assert s["stop_reason"] == "signal" and s["status"] == "stopped" and s["steps"] == stop_step
     assert ckpt.listing(run / "checkpoints")[0].name == f"ckpt-{stop_step:09d}.pt"
     assert [r["step"] for r in rows(run)] == list(range(1, stop_step + 1))
 
     monkeypatch.undo()
     T.STOP.signum = 0
-    s2 = T.train(det_cfg(fixed), run, resume=True)
+    s2 = T.train(det_cfg(warm), run, resume=True)
     check_matches_uninterrupted(run, full)
     assert s2["status"] == "ok" and s2["steps"] == 12 and s2["images_seen"] == ref["images_seen"]
     assert s2["final_top1"] == ref["final_top1"] and s2["final_val_loss"] == pytest.approx(
@@ -198,12 +184,12 @@ def check_matches_uninterrupted(run, full):
             torch.testing.assert_close(a["optimizer"]["state"][k][name], t, rtol=1e-5, atol=1e-7)
 
 
-def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(fixed, tmp_path, monkeypatch, capsys):
+def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(warm, tmp_path, monkeypatch, capsys):
     full = tmp_path / "full"
-    T.train(det_cfg(fixed), full)
+    T.train(det_cfg(warm), full)
     run = tmp_path / "run"
     stop_at(monkeypatch, 8)
-    T.train(det_cfg(fixed), run)  # checkpoints at steps 3 and 6 (every quarter), 8 (signal)
+    T.train(det_cfg(warm), run)  # checkpoints at steps 3 and 6 (every quarter), 8 (signal)
     assert [p.name for p in ckpt.listing(run / "checkpoints")] == [
         "ckpt-000000008.pt", "ckpt-000000006.pt", "ckpt-000000003.pt"]
     newest = run / "checkpoints" / "ckpt-000000008.pt"
@@ -211,7 +197,7 @@ def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(fixed, tmp_path,
     monkeypatch.undo()
     T.STOP.signum = 0
     capsys.readouterr()
-    T.train(det_cfg(fixed), run, resume=True)
+    T.train(det_cfg(warm), run, resume=True)
     err = capsys.readouterr().err
     assert "warning: checkpoint" in err and "ckpt-000000008.pt" in err and "truncated" in err
     check_matches_uninterrupted(run, full)  # rows 7-8 of the first session replaced, none doubled
