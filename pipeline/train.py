@@ -519,7 +519,16 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
         bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar}| {postfix}", dynamic_ncols=True,
                    file=sys.stderr)
     stop_reason, error, final = None, None, None
-    res = st.epoch_res or S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
+    res = S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
+    # The train loader goes on from the checkpoint's epoch; one taken mid-epoch continues that epoch
+    # after its used batches, in the same order, at its resolution, unless the stage it was written
+    # at had just ended (adjust_at=step ends the epoch there).
+    train_loader.epoch = st.data_epoch
+    continue_epoch = (ck is not None and 0 < st.data_batch < steps_per_epoch
+                      and not (cc.adjust_at == "step" and res != st.epoch_res))
+    if continue_epoch:
+        res = st.epoch_res
+        train_loader.resume(st.data_epoch, st.data_batch)
     last_lr = lr_of(pos_of(st.step, clock.at(st.step)))
     last_ckpt = {"step": st.step if ck else -1, "mono": time.monotonic()}
     ckpt_dir = run_dir / "checkpoints"
@@ -627,24 +636,17 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
                                 f"left {_fmt_s(left) if math.isfinite(left) else '?'}", refresh=True)
 
     # ------------------------------------------------------------------ the loop
-    # A checkpoint taken mid-epoch continues that epoch where it was, in the same order, unless
-    # the stage it was written at had just ended (adjust_at=step ends the epoch there).
-    continue_epoch = ck is not None and 0 < st.data_batch < steps_per_epoch
     started = False
     try:
         while stop_reason is None:
             # one epoch (or part of one) at the planned resolution
-            planned = S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
-            if continue_epoch and not (cc.adjust_at == "step" and planned != st.epoch_res):
-                train_loader.set_output_size(st.epoch_res)
-                train_loader.resume(st.data_epoch, st.data_batch)
-            else:
+            if not continue_epoch:
+                planned = S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
                 if planned != res:
                     log_interval(last_lr)  # intervals never straddle two resolutions
                     res = planned
-                train_loader.set_output_size(res)
-                train_loader.epoch = st.data_epoch
             continue_epoch = False
+            train_loader.set_output_size(res)
             st.epoch_res = res
             flops = train_flops(res)
             it = batches(train_loader, rt.threads)
