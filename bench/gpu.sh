@@ -6,25 +6,73 @@
 # There, from the repository root with .whl carried:  bash bench/gpu.sh [OUT_DIR]
 # Data: IMAGES synthetic ~500x375 JPEGs (bench/loader.py); their betons sit in the page cache,
 # as ImageNet's do on a 128 GiB machine (ImageNet betons at 64/128/224 px take ~50 GB).
+#
+# Each step writes its JSON as soon as it ends and a failed step does not stop the next;
+# OUT/timings.tsv records every step's seconds and exit code; the exit code is the number of
+# failed or skipped steps. STEPS="loader train" runs a subset (the loader step makes the data
+# the train, usual and profile steps read); BUDGET_S (570) bounds the whole command: a step
+# gets what is left (killed at that, exit 124) and none starts with under 15 s. SMOKE=1 runs the same steps at toy sizes on the CPU (tests/test_bench.py does,
+# so the script itself is tested before a GPU is lent).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-results/gpu}}
-images=${IMAGES:-10000}
 work=${WORK:-/tmp/vitday_bench}
+if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbing only
+    images=${IMAGES:-60} sizes=32,48 model_sizes=32,48 batch=8 workers=2 steps=2 repeats=1
+    model_args=(--device cpu --modes eager --dtype fp32 --repeats 2 --warmup 1)
+    train_args=(--config demo --train.device=cpu --train.compile=off --data.val_batch_size=8)
+    profile_args=(--config demo --train.device=cpu --train.compile=off --steps 1 --warmup 1)
+    usual_args=(--model test_vit --device cpu)
+    plan_args=(--config demo --compare "")
+else
+    images=${IMAGES:-10000} sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-64,128,160,192,224}
+    batch=${BATCH:-1024} workers=${WORKERS:-16} steps=20 repeats=3
+    model_args=(--repeats 20 --warmup 3)
+    train_args=(--config s16_24h)
+    profile_args=(--config s16_24h --steps 5 --warmup 3)
+    usual_args=()
+    plan_args=(--config s16_24h)
+fi
 mkdir -p "$out"
 if ! python3 -c "import ffcv" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
-run() { echo "== $*"; "$@" || echo "FAILED ($?): $*"; }
-run python3 bench/loader.py --images "$images" --sizes 64,128,224 --workers 16 --repeats 2 --work "$work" \
-    --out "$out/loader_bench.json"
-run python3 -m bench.model --sizes 64,128,160,192,224 --batch 256 --out "$out/model_bench.json"
-run python3 -m bench.train --config s16_24h --data.dir="$work/betons_$images" --data.num_workers=16 \
-    --resolutions 64,128,224 --steps 20 --repeats 3 --out "$out/train_bench.json"
-run python3 -m bench.usual --folder "$work/jpeg_$images" --sizes 64,128,224 --batch 1024 --workers 16 \
-    --steps 5 --repeats 2 --out "$out/usual_bench.json"
-run python3 -m bench.profile --config s16_24h --sizes 128,224 --out "$out/profile.json" --train.batch_size=256
-run python3 -m pipeline.plan --config s16_24h --throughput "$out/train_bench.json" | tee "$out/plan.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  python3 -c "import importlib.metadata, torch, ffcv, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'ffcv', importlib.metadata.version('ffcv'), 'timm', timm.__version__)" 2>&1; nproc; } > "$out/env.txt"
+cat "$out/env.txt"
+
+failed=0 steps_wanted=" ${STEPS:-loader model train usual profile plan} " budget=${BUDGET_S:-570}
+printf 'step\tseconds\texit\n' > "$out/timings.tsv"
+run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep going when it fails
+    local name=$1 t0=$SECONDS rc left=$((budget - SECONDS))
+    shift
+    [[ $steps_wanted == *" $name "* ]] || return 0
+    if [ "$left" -lt 15 ]; then
+        echo "SKIPPED (BUDGET_S=$budget spent): $name"; printf '%s\t0\tskipped\n' "$name" >> "$out/timings.tsv"
+        failed=$((failed + 1)); return
+    fi
+    echo "== $name ($left s left): $*"
+    timeout -k 5 "$left" "$@"
+    rc=$?
+    printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$rc" >> "$out/timings.tsv"
+    [ "$rc" = 0 ] || { echo "FAILED ($rc): $name"; failed=$((failed + 1)); }
+}
+betons=$work/betons_$images
+run loader python3 -m bench.loader --images "$images" --sizes "$sizes" --workers "$workers" \
+    --batch "$batch" --repeats 2 --work "$work" --out "$out/loader_bench.json"
+run model python3 -m bench.model --sizes "$model_sizes" --batch "$batch" "${model_args[@]}" \
+    --out "$out/model_bench.json"
+run train python3 -m bench.train "${train_args[@]}" --data.dir="$betons" --data.num_workers="$workers" \
+    --train.batch_size="$batch" --resolutions "$sizes" --steps "$steps" --repeats "$repeats" \
+    --out "$out/train_bench.json"
+run usual python3 -m bench.usual "${usual_args[@]}" --folder "$work/jpeg_$images" --sizes "$sizes" \
+    --batch "$batch" --workers "$workers" --steps "$steps" --warmup 2 --repeats 2 --out "$out/usual_bench.json"
+run profile python3 -m bench.step_profile "${profile_args[@]}" --sizes "${sizes#*,}" \
+    --train.batch_size="$batch" --out "$out/profile.json"
+run plan sh -c "python3 -m pipeline.plan $(printf '%q ' "${plan_args[@]}") \
+    --throughput '$out/train_bench.json' > '$out/plan.txt'"
+cat "$out/plan.txt" "$out/timings.tsv" 2>/dev/null
+exit $failed

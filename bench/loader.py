@@ -1,6 +1,6 @@
 """Loader throughput: our FFCV betons vs torchvision ImageFolder, same cores, same output.
 
-    python bench/loader.py [--images 2000] [--sizes 64,128,224] [--workers N]
+    python -m bench.loader [--images 2000] [--sizes 64,128,224] [--workers N]
         [--work data/bench_loader] [--out results/loader_bench.json]
 
 Makes (once, kept in --work) a folder of ImageNet-sized JPEGs (about 500x375, quality 90,
@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     if not (src / "train").is_dir():
         print(f"making {a.images} synthetic ImageNet-sized JPEGs in {src} ...")
         tmp = src.with_name(src.name + ".partial")
-        make_folder(tmp, a.classes, a.images // a.classes, size=(500, 375), splits={"val": 1})
+        make_folder(tmp, a.classes, a.images // a.classes, size=(500, 375), splits={"val": 1},
+                    workers=a.workers)
         tmp.rename(src)
     betons = a.work / f"betons_{a.images}"
     for b in betons.glob("*.beton"):  # time a full write every run

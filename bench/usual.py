@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/usual_bench.json"))
     a = p.parse_args(argv)
     if not (a.folder / "train").is_dir():
-        print(f"error: --folder: {a.folder / 'train'} not found (make one with python bench/loader.py)",
+        print(f"error: --folder: {a.folder / 'train'} not found (make one with python -m bench.loader)",
               file=sys.stderr)
         return 2
     device = torch.device(a.device)

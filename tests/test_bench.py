@@ -1,7 +1,7 @@
 """The GPU benchmarks of issue 8 run end to end on CPU at toy sizes (their figures need a GPU)."""
 import json
 
-from bench import profile, usual
+from bench import step_profile, usual
 
 
 def test_usual_way_benchmark_runs_and_writes_json(tiny_folder, tmp_path):
@@ -17,9 +17,53 @@ def test_usual_way_benchmark_runs_and_writes_json(tiny_folder, tmp_path):
 
 def test_profile_lists_the_top_ops_of_a_training_step(tmp_path, capsys):
     out = tmp_path / "profile.json"
-    assert profile.main(["--sizes", "16", "--steps", "1", "--warmup", "1", "--top", "5", "--out", str(out),
+    assert step_profile.main(["--sizes", "16", "--steps", "1", "--warmup", "1", "--top", "5", "--out", str(out),
                          "--config", "demo", "--train.batch_size=8", "--model.name=vitday_pico_patch4_local"]) == 0
     rows = json.loads(out.read_text())["sizes"]["16"]
     assert 1 <= len(rows) <= 5 and all(0 < r["share"] <= 1 for r in rows)
     assert rows == sorted(rows, key=lambda r: -r["self_us_per_step"])
     assert "16 px, batch 8" in capsys.readouterr().out
+
+
+def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
+    """bench/gpu.sh is issue 8's one command for a lent GPU: SMOKE=1 runs its every step on the CPU
+    (toy sizes, no compile), so a broken step shows here and not in scarce GPU time."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, SMOKE="1", WORK=str(tmp_path / "work"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    p = subprocess.run(["bash", str(root / "bench" / "gpu.sh"), str(out)], env=env, cwd=root,
+                       capture_output=True, text=True, timeout=540)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
+    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "plan"]
+    assert all(s[2] == "0" for s in steps)
+    loader = json.loads((out / "loader_bench.json").read_text())
+    assert [r["size"] for r in loader["rows"]] == [32, 48]
+    assert all(r["ffcv_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in loader["rows"])
+    train = json.loads((out / "train_bench.json").read_text())
+    assert set(train["results"]) == {"32", "48"}
+    assert all(r["end_to_end"] > 0 for r in train["results"].values())
+    assert set(json.loads((out / "usual_bench.json").read_text())["results"]) == {"32", "48"}
+    model = json.loads((out / "model_bench.json").read_text())
+    assert [r["size"] for r in model["rows"]] == [32, 48] and all(r["eager"]["images_per_s"] > 0 for r in model["rows"])
+    assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
+    assert "total" in (out / "plan.txt").read_text()
+
+
+def test_synthetic_folder_is_the_same_for_any_worker_count(tmp_path):
+    from tools.synthetic import make_folder
+
+    one = make_folder(tmp_path / "one", n_classes=2, per_class=3, size=(40, 30), seed=3)
+    two = make_folder(tmp_path / "two", n_classes=2, per_class=3, size=(40, 30), seed=3, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.JPEG"))
+    assert len(files) == 2 * 3 + 2 * 1  # train + the default val (per_class // 5, at least 1)
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*.JPEG"))
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    other = make_folder(tmp_path / "other", n_classes=2, per_class=3, size=(40, 30), seed=4)
+    assert any((one / f).read_bytes() != (other / f).read_bytes() for f in files)

@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over the trainer's step, top kernels.
 
-    python -m bench.profile --config s16_24h --sizes 128,224 [--batch 256] [--steps 5]
-    python -m bench.profile --config demo --sizes 16,24 --device cpu          # CPU ops instead
+    python -m bench.step_profile --config s16_24h --sizes 128,224 [--batch 256] [--steps 5]
+    python -m bench.step_profile --config demo --sizes 16,24 --device cpu          # CPU ops instead
 
 One step is what the trainer runs per batch with the data already on the device: the batched
 augmentation (pipeline/augment.py) and pipeline.train.train_step (compiled forward, bf16 autocast,
