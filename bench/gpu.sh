@@ -4,7 +4,8 @@
 #   a profile of one step at 128 and 224 px, and the 24-hour plan from the measured rates.
 # Here first: bash tools/gpu_wheels.sh   (FFCV wheel for CPython 3.12 into .whl/)
 # There, from the repository root with .whl carried:  bash bench/gpu.sh [OUT_DIR]
-# Data: IMAGES synthetic ~500x375 JPEGs (bench/loader.py); their betons sit in the page cache,
+# Data: IMAGES synthetic ~500x375 JPEGs in 1000 classes (bench/loader.py), so the model's head is
+# ImageNet's and bench.train and bench.step_profile compile the same graphs; their betons sit in the page cache,
 # as ImageNet's do on a 128 GiB machine (ImageNet betons at 64/128/224 px take ~50 GB).
 #
 # Each step writes its JSON as soon as it ends and a failed step does not stop the next;
@@ -18,14 +19,14 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-results/gpu}}
 work=${WORK:-/tmp/vitday_bench}
 if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbing only
-    images=${IMAGES:-60} sizes=32,48 model_sizes=32,48 batch=8 workers=2 steps=2 repeats=1
+    images=${IMAGES:-60} classes=3 sizes=32,48 model_sizes=32,48 batch=8 workers=2 steps=2 repeats=1
     model_args=(--device cpu --modes eager --dtype fp32 --repeats 2 --warmup 1)
     train_args=(--config demo --train.device=cpu --train.compile=off --data.val_batch_size=8)
     profile_args=(--config demo --train.device=cpu --train.compile=off --steps 1 --warmup 1)
     usual_args=(--model test_vit --device cpu)
     plan_args=(--config demo --compare "")
 else
-    images=${IMAGES:-10000} sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-64,128,160,192,224}
+    images=${IMAGES:-10000} classes=1000 sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-64,128,160,192,224}
     batch=${BATCH:-1024} workers=${WORKERS:-16} steps=20 repeats=3
     model_args=(--repeats 20 --warmup 3)
     train_args=(--config s16_24h)
@@ -61,7 +62,7 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
     [ "$rc" = 0 ] || { echo "FAILED ($rc): $name"; failed=$((failed + 1)); }
 }
 betons=$work/betons_$images
-run loader python3 -m bench.loader --images "$images" --sizes "$sizes" --workers "$workers" \
+run loader python3 -m bench.loader --images "$images" --classes "$classes" --sizes "$sizes" --workers "$workers" \
     --batch "$batch" --repeats 2 --work "$work" --out "$out/loader_bench.json"
 run model python3 -m bench.model --sizes "$model_sizes" --batch "$batch" "${model_args[@]}" \
     --out "$out/model_bench.json"

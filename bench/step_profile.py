@@ -29,7 +29,8 @@ def profile_size(cfg: C.Config, size: int, steps: int, warmup: int, top: int, tr
     device = T.pick_device(cfg)
     rt = T.Runtime.from_config(cfg, device)
     torch.manual_seed(0)
-    net, opt, params, aug = T.build_training(cfg, 1000, size, device, rt, aug_seed=0)
+    # built at the run's final size, as the trainer builds it (the position embedding is resampled)
+    net, opt, params, aug = T.build_training(cfg, 1000, cfg.curriculum.resolutions[-1], device, rt, aug_seed=0)
     fwd = T.compiled_forward(net, rt)
     b = cfg.train.batch_size
     images = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, device=device)

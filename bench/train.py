@@ -43,10 +43,10 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
     rt = T.Runtime.from_config(cfg, device)
     torch.manual_seed(cfg.train.seed)
     bs = BetonSet(cfg.data.dir)
-    loader = bs.loader("train", batch_size=cfg.train.batch_size, output_size=resolutions[0],
-                       num_workers=cfg.data.num_workers, device=device if device.type == "cuda" else None,
-                       seed=cfg.train.seed, scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max))
-    net, opt, params, aug = T.build_training(cfg, bs.num_classes, max(resolutions), device, rt, cfg.train.seed)
+    loader = T.train_loader_for(cfg, bs, cfg.train.batch_size, resolutions[0],
+                                device if device.type == "cuda" else None)
+    net, opt, params, aug = T.build_training(cfg, bs.num_classes, cfg.curriculum.resolutions[-1], device, rt,
+                                             cfg.train.seed)  # the final size, as the trainer builds it
     fwd = T.compiled_forward(net, rt)
     n_batches = len(loader)
 
@@ -91,6 +91,7 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
     return {"device": env.get("gpu", {}).get("name") or str(device), "model": cfg.model.name,
             "batch_size": cfg.train.batch_size, "precision": str(rt.amp_dtype or "fp32"), "compile": rt.compile,
             "torch_threads": rt.threads or torch.get_num_threads(), "data_workers": cfg.data.num_workers,
+            "batches_ahead": cfg.data.batches_ahead,
             "steps": steps, "warmup": warmup, "repeats": repeats, "data_dir": cfg.data.dir,
             # The end-to-end windows include an epoch start (FFCV's first batch of an epoch waits
             # for its decode) every this many steps: ~1,250 on ImageNet, far fewer on small sets.

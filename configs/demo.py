@@ -3,9 +3,10 @@
     make demo                                   # Fashion-MNIST folder -> data/demo/betons
     python -m pipeline.train --config demo --run-dir runs/demo
 
-Expected: 10 minutes of training (train.budget_s=600; the 4 evaluations add ~30 s of wall time) and
-about 86-87 % val top-1 at 24 px. Measured on 2 shared CPU cores (torch 2.14.1, ffcv 1.0.2):
-86.64 % top-1, 99.77 % top-5 after 600.0 s of training (10.3 epochs, 616k images; wall 637 s).
+Expected: 10 minutes of training (train.budget_s=600; the 21 evaluations, every 5 % of the budget,
+add 2-3 minutes of wall time on 2 cores) and 85-87 % val top-1 at 24 px, depending on the host's
+speed (README's benchmark table). Measured on 2 CPU cores (torch 2.14.1, ffcv 1.0.2): 86.83 % after
+12.1 epochs on one host; 85.13 % and 84.93 % (6.6 and 5.2 epochs) on a host ~40 % slower.
 
 Choices for a 10-minute CPU budget:
 - Model vitday_pico_patch4_local (dim 64, depth 3, patch 4). The nano variant (dim 128, depth 6)

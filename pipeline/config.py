@@ -81,6 +81,8 @@ class TrainConfig:
 class DataConfig:
     dir: str = _f("data/demo/betons", "directory of betons with manifest.json (tools/write_beton.py)")
     num_workers: int = _f(0, "FFCV decode threads (0 = all CPU cores)")
+    batches_ahead: int = _f(3, "batches FFCV decodes ahead of the training step (more smooths "
+                               "decode-time jitter at the cost of pinned memory)")
     crop_scale_min: float = _f(0.08, "random-resized-crop smallest area fraction")
     crop_scale_max: float = _f(1.0, "random-resized-crop largest area fraction")
     crop_ratio_min: float = _f(3 / 4, "random-resized-crop smallest aspect ratio (width / height)")
@@ -309,6 +311,7 @@ def validate(cfg: Config) -> Config:
     _need(t.ckpt_every_min >= 0, "train.ckpt_every_min", f"must be >= 0, got {t.ckpt_every_min}")
     _need(t.ckpt_keep >= 1, "train.ckpt_keep", f"must be >= 1, got {t.ckpt_keep}")
     _need(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    _need(d.batches_ahead >= 1, "data.batches_ahead", f"must be >= 1, got {d.batches_ahead}")
     _need(0 < d.crop_scale_min <= d.crop_scale_max <= 1, "data.crop_scale_min",
           f"need 0 < crop_scale_min <= crop_scale_max <= 1, got {d.crop_scale_min}, {d.crop_scale_max}")
     _need(0 < d.crop_ratio_min <= d.crop_ratio_max, "data.crop_ratio_min",
@@ -390,8 +393,8 @@ def from_dict(d: dict[str, Any]) -> Config:
 # Keys a resumed run may change freely: where the data is and how fast or verbosely it runs, not
 # what is trained (anything else changes the plan and needs --force).
 RESUME_SAFE = frozenset({
-    "data.dir", "data.num_workers", "data.val_batch_size", "train.device", "train.compile", "train.threads",
-    "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
+    "data.dir", "data.num_workers", "data.batches_ahead", "data.val_batch_size", "train.device", "train.compile",
+    "train.threads", "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
     "train.ckpt_every", "train.ckpt_every_min", "train.ckpt_keep", "train.nonfinite",
 })
 

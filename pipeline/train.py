@@ -160,6 +160,24 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+def train_loader_for(cfg: C.Config, bset, batch_size: int, output_size: int, device: torch.device | None,
+                     distributed: bool = False):
+    """The training BetonLoader a config asks for (crops, workers, seed, batches ahead).
+
+    Args:
+        bset: the BetonSet of cfg.data.dir.
+        batch_size: images per batch of this process.
+        output_size: the first curriculum resolution (changed later with set_output_size).
+        device: where batches land (a CUDA device), or None to keep them on the CPU.
+        distributed: shard the order over torch.distributed ranks.
+    """
+    return bset.loader("train", batch_size=batch_size, output_size=output_size,
+                       num_workers=cfg.data.num_workers, device=device, seed=cfg.train.seed,
+                       scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max),
+                       ratio=(cfg.data.crop_ratio_min, cfg.data.crop_ratio_max),
+                       batches_ahead=cfg.data.batches_ahead, distributed=distributed)
+
+
 def compiled_forward(net: nn.Module, rt: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's forward, torch.compiled with static shapes when `rt.compile`.
 
@@ -410,13 +428,10 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     loader_device = device if device.type == "cuda" else None
     final_res = cc.resolutions[-1]
     eval_res = tc.eval_resolution or final_res
-    train_loader = bset.loader("train", batch_size=rank_batch, output_size=cc.resolutions[0],
-                               num_workers=cfg.data.num_workers, device=loader_device, seed=tc.seed,
-                               scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max),
-                               ratio=(cfg.data.crop_ratio_min, cfg.data.crop_ratio_max),
-                               distributed=dd.enabled)
+    train_loader = train_loader_for(cfg, bset, rank_batch, cc.resolutions[0], loader_device, dd.enabled)
     val_loader = bset.loader("val", batch_size=cfg.data.val_batch_size or rank_batch,
                              output_size=eval_res, num_workers=cfg.data.num_workers, device=loader_device,
+                             batches_ahead=cfg.data.batches_ahead,
                              shard=(dd.rank, dd.world) if dd.enabled else None)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:

@@ -36,7 +36,6 @@ def read_images(beton: Path, size: int) -> np.ndarray:
     """All images of a beton whose images are all size x size, as (N, size, size, 3)."""
     from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import ToTensor
     loader = Loader(str(beton), batch_size=64, order=OrderOption.SEQUENTIAL, num_workers=1,
                     drop_last=False, pipelines={"image": [SimpleRGBImageDecoder()],
                                                 "label": [IntDecoder()]})
