@@ -6,7 +6,8 @@
 # There, from the repository root with .whl carried:  bash bench/gpu.sh [OUT_DIR]
 # Data: IMAGES synthetic ~500x375 JPEGs in 1000 classes (bench/loader.py), so the model's head is
 # ImageNet's and bench.train and bench.step_profile compile the same graphs; their betons sit in the page cache,
-# as ImageNet's do on a 128 GiB machine (ImageNet betons at 64/128/224 px take ~50 GB).
+# as the current stage's ImageNet beton does on a 128 GiB machine; stored raw up to RAW_MAX_RES=128 px,
+# as README recommends for s16_24h.
 #
 # Each step writes its JSON as soon as it ends and a failed step does not stop the next;
 # OUT/timings.tsv records every step's seconds and exit code; the exit code is the number of
@@ -63,7 +64,7 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
 }
 betons=$work/betons_$images
 run loader python3 -m bench.loader --images "$images" --classes "$classes" --sizes "$sizes" --workers "$workers" \
-    --batch "$batch" --repeats 2 --work "$work" --out "$out/loader_bench.json"
+    --batch "$batch" --raw-max-res "${RAW_MAX_RES:-128}" --repeats 2 --work "$work" --out "$out/loader_bench.json"
 run model python3 -m bench.model --sizes "$model_sizes" --batch "$batch" "${model_args[@]}" \
     --out "$out/model_bench.json"
 run train python3 -m bench.train "${train_args[@]}" --data.dir="$betons" --data.num_workers="$workers" \

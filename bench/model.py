@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import model
 from bench.timing import time_calls
+from pipeline.logs import write_json
 
 # Dense bf16 tensor-core peak (no sparsity), datasheet; matched by substring of the CUDA device name,
 # first match wins. DESIGN.md: ~790 TFLOP/s is what an H100 SXM achieves on large matmuls.
@@ -139,7 +140,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
 
     print(f"\n{variant} ({result['params'] / 1e6:.2f} M params), batch {batch}, {dtype}, {device_name}, "
           f"torch {torch.__version__}; median of {repeats} steps, fwd+bwd")

@@ -513,8 +513,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
 
     # -- run files (rank 0): a resumed run keeps the rows its checkpoint covers, no more
     env = environment(device)
+    # Which beton each stage decodes: a stage cropping from a much larger (or JPEG) beton is where
+    # the loader falls behind the GPU (README, "Which betons for ImageNet").
+    served = {str(r): bset.beton_for("train", r) for r in sorted(set(cc.resolutions))}
     env.update(params=vit.count_params(net), world_size=dd.world,
-               train_flops_per_image={str(r): train_flops(r) for r in sorted(set(cc.resolutions))})
+               train_flops_per_image={str(r): train_flops(r) for r in sorted(set(cc.resolutions))},
+               train_betons={r: {"file": b.path.name, "mode": b.mode, "resolution": b.resolution}
+                             for r, b in served.items()})
+    say("train betons: " + ", ".join(f"{r} px <- {b.path.name} ({b.mode})" for r, b in served.items()),
+        file=sys.stderr)
     steps_log = evals_log = None
     if dd.main:
         run_dir.mkdir(parents=True, exist_ok=True)

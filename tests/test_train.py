@@ -47,6 +47,8 @@ def test_run_writes_all_outputs(warm, tmp_path):
     assert C.from_dict(json.loads((run / "config.json").read_text())) == cfg
     env = json.loads((run / "env.json").read_text())
     assert {"git_hash", "versions", "device"} <= set(env) and env["versions"]["torch"] == torch.__version__
+    assert env["train_betons"] == {"16": {"file": "train_16.beton", "mode": "raw", "resolution": 16},
+                                   "32": {"file": "train_32.beton", "mode": "jpg", "resolution": 32}}
     summary = json.loads((run / "summary.json").read_text())
     assert summary == json.loads(json.dumps(s))
     assert summary["status"] == "ok" and summary["stop_reason"] == "epochs"
