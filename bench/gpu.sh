@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Issue 8 in one command on a GPU machine (an H100/H200 with 16 cores; about 8 minutes):
-#   loader vs ImageFolder, the model bound (MFU), the trainer end to end, the usual way,
-#   a profile of one step at 128 and 224 px, and the 24-hour plan from the measured rates.
+# Issue 8 in one command on a GPU machine (an H100/H200 with 16 cores; 8-12 minutes, most of it
+# torch.compile; STEPS splits it over two calls): loader vs ImageFolder, the model bound (MFU),
+# the trainer end to end, the usual way, a profile of one step at 128 and 224 px, and the
+# 24-hour plan from the measured rates.
 # Here first: bash tools/gpu_wheels.sh   (FFCV wheel for CPython 3.12 into .whl/)
 # There, from the repository root with .whl carried:  bash bench/gpu.sh [OUT_DIR]
-# Data: IMAGES synthetic ~500x375 JPEGs in 1000 classes (bench/loader.py), so the model's head is
-# ImageNet's and bench.train and bench.step_profile compile the same graphs; their betons sit in the page cache,
-# as the current stage's ImageNet beton does on a 128 GiB machine; stored raw up to RAW_MAX_RES=128 px,
-# as README recommends for s16_24h.
+# Data: IMAGES synthetic ~500x375 JPEGs in 1000 classes (bench/loader.py), so the model's head
+# is ImageNet's and bench.train and bench.step_profile compile the same graphs. Betons are raw
+# up to RAW_MAX_RES=128 px (README's advice for s16_24h) and sit in the page cache, as the
+# current stage's ImageNet beton does on a 128 GiB machine.
 #
 # Each step writes its JSON as soon as it ends and a failed step does not stop the next;
 # OUT/timings.tsv records every step's seconds and exit code; the exit code is the number of
 # failed or skipped steps. STEPS="loader train" runs a subset (the loader step makes the data
-# the train, usual and profile steps read); BUDGET_S (570) bounds the whole command: a step
-# gets what is left (killed at that, exit 124) and none starts with under 15 s. SMOKE=1 runs the same steps at toy sizes on the CPU (tests/test_bench.py does,
-# so the script itself is tested before a GPU is lent).
+# the train and usual steps read); BUDGET_S (570) bounds the whole command: a step gets what is
+# left (killed at that, exit 124) and none starts with under 15 s. SMOKE=1 runs every step at
+# toy sizes on the CPU (tests/test_bench.py does, so the script is tested before a GPU is lent).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-results/gpu}}
