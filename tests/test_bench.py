@@ -41,7 +41,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
                        capture_output=True, text=True, timeout=540)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "plan"]
+    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "plan", "report"]
     assert all(s[2] == "0" for s in steps)
     loader = json.loads((out / "loader_bench.json").read_text())
     assert [r["size"] for r in loader["rows"]] == [32, 48]
@@ -54,6 +54,10 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert [r["size"] for r in model["rows"]] == [32, 48] and all(r["eager"]["images_per_s"] > 0 for r in model["rows"])
     assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
     assert "total" in (out / "plan.txt").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert [r["res"] for r in report["rows"]] == [32, 48] and all(report["files"].values())
+    assert all(r["end_to_end"] == train["results"][str(r["res"])]["end_to_end"] for r in report["rows"])
+    assert "| 48 |" in (out / "report.md").read_text()
 
 
 def test_synthetic_folder_is_the_same_for_any_worker_count(tmp_path):
@@ -67,3 +71,32 @@ def test_synthetic_folder_is_the_same_for_any_worker_count(tmp_path):
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
     other = make_folder(tmp_path / "other", n_classes=2, per_class=3, size=(40, 30), seed=4)
     assert any((one / f).read_bytes() != (other / f).read_bytes() for f in files)
+
+
+def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
+    from bench import report
+
+    (tmp_path / "model_bench.json").write_text(json.dumps({"device": "GPU X", "torch": "2.x", "batch": 4, "rows": [
+        {"size": 128, "compiled": {"images_per_s": 1000.0, "mfu": 0.40}},
+        {"size": 224, "compiled": {"images_per_s": 400.0, "mfu": 0.50}}]}))
+    (tmp_path / "train_bench.json").write_text(json.dumps({"device": "GPU X", "batch_size": 4, "results": {
+        "128": {"end_to_end": 700.0, "on_device": 950.0, "loader": 800.0},    # loader-bound
+        "224": {"end_to_end": 380.0, "on_device": 390.0, "loader": 2000.0}}}))  # 0.95 of the bound
+    (tmp_path / "usual_bench.json").write_text(json.dumps({"results": {"128": {"images_per_s": 200.0}}}))
+    assert report.main([str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    t = {x["target"]: x for x in rep["targets"]}
+    assert t["model bound MFU at 224 px"]["met"] is True
+    assert t["end to end / model bound at 224 px"]["met"] is True
+    assert t["end to end / model bound at 128 px"]["met"] is None and "loader-bound" in t[
+        "end to end / model bound at 128 px"]["note"]
+    assert t["end to end / usual way at 128 px"]["value"] == 3.5 and t["end to end / usual way at 128 px"]["met"]
+    out = capsys.readouterr().out
+    assert "not found: loader_bench.json" in out and "| 224 | 400 | 50.0% |" in out
+    (tmp_path / "model_bench.json").write_text(json.dumps({"rows": [{"size": 224, "compiled": {
+        "images_per_s": 400.0, "mfu": 0.30}}]}))
+    assert report.main([str(tmp_path)]) == 0
+    assert "model bound MFU at 224 px: 30.0% (goal >= 0.45): MISSED" in capsys.readouterr().out
+    assert report.main([str(tmp_path / "none")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 2
