@@ -15,7 +15,6 @@ Writes results/model_bench.json and prints a table. CPU figures on a shared mach
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -515,9 +515,10 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     env = environment(device)
     # Which beton each stage decodes: a stage cropping from a much larger (or JPEG) beton is where
     # the loader falls behind the GPU (README, "Which betons for ImageNet").
-    served = {str(r): bset.beton_for("train", r) for r in sorted(set(cc.resolutions))}
+    stages = sorted(set(cc.resolutions))
+    served = {str(r): bset.beton_for("train", r) for r in stages}
     env.update(params=vit.count_params(net), world_size=dd.world,
-               train_flops_per_image={str(r): train_flops(r) for r in sorted(set(cc.resolutions))},
+               train_flops_per_image={str(r): train_flops(r) for r in stages},
                train_betons={r: {"file": b.path.name, "mode": b.mode, "resolution": b.resolution}
                              for r, b in served.items()})
     say("train betons: " + ", ".join(f"{r} px <- {b.path.name} ({b.mode})" for r, b in served.items()),
@@ -541,7 +542,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
         bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar}| {postfix}", dynamic_ncols=True,
                    file=sys.stderr)
     stop_reason, error, final = None, None, None
-    res = S.resolution_at(pos_of(st.step, clock.at(st.step)), cc.starts, cc.resolutions)
+    start_pos = pos_of(st.step, clock.at(st.step))
+    res = S.resolution_at(start_pos, cc.starts, cc.resolutions)
     # The train loader goes on from the checkpoint's epoch; one taken mid-epoch continues that epoch
     # after its used batches, in the same order, at its resolution, unless the stage it was written
     # at had just ended (adjust_at=step ends the epoch there).
@@ -551,7 +553,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     if continue_epoch:
         res = st.epoch_res
         train_loader.resume(st.data_epoch, st.data_batch)
-    last_lr = lr_of(pos_of(st.step, clock.at(st.step)))
+    last_lr = lr_of(start_pos)
     last_ckpt = {"step": st.step if ck else -1, "mono": time.monotonic()}
     ckpt_dir = run_dir / "checkpoints"
 
