@@ -84,6 +84,13 @@ class LocalityMlp(nn.Module):
         self.conv = nn.Conv2d(
             hidden_features, hidden_features, kernel_size, padding=kernel_size // 2,
             groups=hidden_features, bias=conv_bias, **dd)
+        # DDP's gradient buckets want each gradient laid out as its parameter (else it warns "Grad strides
+        # do not match bucket view strides" and copies them every step). The conv reads channels-last
+        # activations, so its weight gradient comes back with strides (9, 1, 3, 1); the 'pointwise' path
+        # adds the centre tap's gradient, and that sum comes back (9, 9, 3, 1). Both are the same memory
+        # (dim 1 has size 1): the weight takes the strides its gradient will have.
+        if cls_path == 'skip':
+            self.conv.weight.data = self.conv.weight.data.to(memory_format=torch.channels_last)
         self.act2 = act_layer()
         self.fc2 = nn.Linear(hidden_features, out_features, bias=linear_bias, **dd)
         self.drop = nn.Dropout(drop)

@@ -170,6 +170,8 @@ def test_forward_backward_every_curriculum_size(size):
         for name, p in net.named_parameters():
             assert p.grad is not None, f'{name} got no gradient at {size} px'
             assert torch.isfinite(p.grad).all()
+            # DDP's buckets need each gradient laid out as its parameter (else a warning and a copy per step)
+            assert p.grad.stride() == p.stride(), f'{name}: grad strides {p.grad.stride()} vs {p.stride()}'
             if name in dead:
                 assert p.grad.abs().sum() == 0, f'{name} should be unreachable with cls skip'
             else:
@@ -184,6 +186,7 @@ def test_forward_backward_every_curriculum_size(size):
         assert out16.shape == (2, 7) and out16.dtype == torch.bfloat16 and torch.isfinite(out16).all()
         out16.float().square().mean().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+        assert all(p.grad.stride() == p.stride() for p in net.parameters())
         assert torch.allclose(out16.float(), out, atol=0.1, rtol=0.1)  # bf16 tracks fp32
 
 
@@ -330,6 +333,7 @@ def test_compile_fullgraph_forward_backward_across_sizes():
         net.zero_grad()
         out = compiled(x)
         out.sum().backward()
+        assert all(p.grad.stride() == p.stride() for p in net.parameters())  # as eager: DDP's bucket layout
         grads = {n: p.grad.clone() for n, p in net.named_parameters()}
         net.zero_grad()
         ref = net(x)
