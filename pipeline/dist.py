@@ -41,10 +41,19 @@ class Dist:
     def init(self, device: torch.device) -> None:
         """Join the process group (NCCL for CUDA devices, gloo otherwise)."""
         if self.enabled and not dist.is_initialized():
+            # DDP imports torch.distributed.nn.functional, whose functions take `group=group.WORLD` as a
+            # default argument, evaluated at import: imported after init_process_group, ten of them hold
+            # the default group for good, so destroy_process_group cannot free it and gloo's threads live
+            # on until the interpreter's teardown frees the group amid everything else (where a worker
+            # now and then aborted: "terminate called without an active exception"). Imported first,
+            # those defaults are None.
+            import torch.distributed.nn.functional  # noqa: F401
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     rank=self.rank, world_size=self.world)
 
     def close(self) -> None:
+        """Leave the process group. Its backend (gloo's threads, NCCL's communicators) is freed once
+        nothing else holds it: drop DDP-wrapped models first."""
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 

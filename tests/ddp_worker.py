@@ -3,14 +3,16 @@
     torchrun --nproc_per_node=2 tests/ddp_worker.py BETONS OUT.json
 
 Rank 0 writes what every rank saw to OUT.json: the train indices of each epoch (FFCV's
-distributed order), the val indices (our shard), and whether one DDP train_step on half a batch
-per rank gives the weights of one single-process step on the whole batch.
+distributed order), the val indices (our shard), whether one DDP train_step on half a batch
+per rank gives the weights of one single-process step on the whole batch, and rank 0's threads
+after `Dist.close()` (gloo's must be gone).
 """
 import json
+import os
 import sys
+from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from pipeline import config as C
 from pipeline import train as T
@@ -52,10 +54,14 @@ def main(betons: str, out: str) -> None:
     moved = max((a - b).abs().max().item() for a, b in zip(net.parameters(), init))
     seen["step_max_diff"], seen["step_moved"] = diff, moved
     everyone = dd.gather(seen)
+    del ddp
+    dd.close()
+    # what is left of the process group: nothing once DDP is dropped and the group destroyed
+    everyone[dd.rank]["threads_after_close"] = sorted(
+        (Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task"))
     if dd.main:
         with open(out, "w") as f:
             json.dump(everyone, f)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
