@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 8 in one command on a GPU machine (an H100/H200 with 16 cores; 8-12 minutes, most of it
 # torch.compile; STEPS splits it over two calls): loader vs ImageFolder, the model bound (MFU),
-# the trainer end to end, the usual way, a profile of one step at 128 and 224 px, and the
-# 24-hour plan from the measured rates; report.md puts them in one table against the targets.
+# the trainer end to end, the usual way, a profile of one step at 128 and 224 px, the tests that
+# need CUDA (pytest -m gpu: skipped on CPU everywhere else), and the 24-hour plan from the
+# measured rates; report.md puts them in one table against the targets.
 # Here first: bash tools/gpu_wheels.sh   (FFCV wheel for CPython 3.12 into .whl/)
 # There, from the repository root with .whl carried:  bash bench/gpu.sh [OUT_DIR]
 # Data: IMAGES synthetic ~500x375 JPEGs in 1000 classes (bench/loader.py), so the model's head
@@ -47,7 +48,7 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
 'ffcv', importlib.metadata.version('ffcv'), 'timm', timm.__version__)" 2>&1; nproc; } > "$out/env.txt"
 cat "$out/env.txt"
 
-failed=0 steps_wanted=" ${STEPS:-loader model train usual profile plan report} " budget=${BUDGET_S:-570}
+failed=0 steps_wanted=" ${STEPS:-loader model train usual profile tests plan report} " budget=${BUDGET_S:-570}
 [ -f "$out/timings.tsv" ] || printf 'step\tseconds\texit\n' > "$out/timings.tsv"  # calls append
 run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep going when it fails
     local name=$1 t0=$SECONDS rc left=$((budget - SECONDS))
@@ -75,6 +76,7 @@ run usual python3 -m bench.usual "${usual_args[@]}" --folder "$work/jpeg_$images
     --batch "$batch" --workers "$workers" --steps "$steps" --warmup 2 --repeats 2 --out "$out/usual_bench.json"
 run profile python3 -m bench.step_profile "${profile_args[@]}" --sizes "${sizes#*,}" \
     --train.batch_size="$batch" --out "$out/profile.json"
+run tests bash -c "set -o pipefail; python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee '$out/gpu_tests.txt'"
 run plan sh -c "python3 -m pipeline.plan $(printf '%q ' "${plan_args[@]}") \
     --throughput '$out/train_bench.json' > '$out/plan.txt'"
 run report sh -c "python3 -m bench.report '$out' > '$out/report.md'"

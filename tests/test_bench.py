@@ -41,7 +41,8 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
                        capture_output=True, text=True, timeout=540)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "plan", "report"]
+    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "tests", "plan",
+                                      "report"]
     assert all(s[2] == "0" for s in steps)
     loader = json.loads((out / "loader_bench.json").read_text())
     assert [r["size"] for r in loader["rows"]] == [32, 48]
@@ -54,6 +55,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert [r["size"] for r in model["rows"]] == [32, 48] and all(r["eager"]["images_per_s"] > 0 for r in model["rows"])
     assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
     assert "total" in (out / "plan.txt").read_text()
+    assert " skipped" in (out / "gpu_tests.txt").read_text()  # the CUDA tests, collected, skipped on CPU
     report = json.loads((out / "report.json").read_text())
     assert [r["res"] for r in report["rows"]] == [32, 48] and all(report["files"].values())
     assert all(r["end_to_end"] == train["results"][str(r["res"])]["end_to_end"] for r in report["rows"])
