@@ -44,9 +44,9 @@ class Dist:
             # DDP imports torch.distributed.nn.functional, whose functions take `group=group.WORLD` as a
             # default argument, evaluated at import: imported after init_process_group, ten of them hold
             # the default group for good, so destroy_process_group cannot free it and gloo's threads live
-            # on until the interpreter's teardown frees the group amid everything else (where a worker
-            # now and then aborted: "terminate called without an active exception"). Imported first,
-            # those defaults are None.
+            # on until the interpreter's teardown frees the group amid everything else (the likely cause
+            # of a test worker's rare "terminate called without an active exception" at exit). Imported
+            # first, those defaults are None.
             import torch.distributed.nn.functional  # noqa: F401
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                     rank=self.rank, world_size=self.world)
