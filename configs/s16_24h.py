@@ -21,7 +21,8 @@ Choices and reasons:
   (Touvron et al. 2019). Below ~96 px the FFCV loader, not the GPU, sets the pace (DESIGN.md),
   hence the short first stage. Write the betons at every stage's size, raw up to 128 px (README,
   "Which betons for ImageNet": raw decodes ~3x faster than JPEG at 96-128 px):
-  `tools/write_beton.py SRC OUT --resolutions 64,96,128,160,192,224 --raw-max-res 128`. Stage changes happen at the next step (an epoch may end early).
+  `tools/write_beton.py SRC OUT --resolutions 64,96,128,160,192,224 --raw-max-res 128`.
+  Stage changes happen at the next step (an epoch may end early).
 - Augmentation is DeiT's full set (RandAugment n2 m9, mixup 0.8, cutmix 1.0, erasing 0.25,
   smoothing 0.1, drop path 0.1) because a day on an H100 is hundreds of epochs-equivalent of
   low-resolution images; its strength ramps from 0.3 to 1 over the first 60 % of the budget, so the

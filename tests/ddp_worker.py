@@ -56,10 +56,10 @@ def main(betons: str, out: str) -> None:
     everyone = dd.gather(seen)
     del ddp
     dd.close()
-    # what is left of the process group: nothing once DDP is dropped and the group destroyed
-    everyone[dd.rank]["threads_after_close"] = sorted(
-        (Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task"))
     if dd.main:
+        # what is left of the process group: nothing once DDP is dropped and the group destroyed
+        everyone[0]["threads_after_close"] = sorted(
+            (Path("/proc/self/task") / t / "comm").read_text().strip() for t in os.listdir("/proc/self/task"))
         with open(out, "w") as f:
             json.dump(everyone, f)
 

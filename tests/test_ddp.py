@@ -37,7 +37,7 @@ def test_ranks_see_disjoint_data_and_a_ddp_step_equals_the_whole_batch_step(warm
         assert rk["step_moved"] > 1e-4  # the step changed the weights ...
         assert rk["step_max_diff"] < 1e-3 * rk["step_moved"]  # ... as one process on the whole batch
     # Dist.close() frees the group itself (it once lived on in torch.distributed.nn.functional's default
-    # arguments until interpreter teardown, where a worker now and then aborted at exit)
+    # arguments until interpreter teardown, the likely cause of a worker's rare abort at exit)
     gloo = [t for t in ranks[0]["threads_after_close"] if "gloo" in t]
     assert not gloo, f"gloo threads still running after Dist.close(): {gloo}"
 
