@@ -46,18 +46,12 @@ def _median_time(fn, repeats=5):
 def kernel_times(curve) -> dict:
     """Each Numba kernel against its NumPy twin on one real curve (the grids fit_bnsl_n uses)."""
     from fitting import bnsl
-    from fitting.fit import SearchConfig, _combos
-    cfg = SearchConfig()
+    from fitting.fit import SearchConfig, search_grids
     x, y = curve.x_fit, curve.y_fit
     zc = np.log(x) - np.log(x).mean()
-    span = zc.max() - zc.min()
-    a_grid = np.concatenate([[0.0], y.min() * (1 - np.geomspace(0.9, 0.002, cfg.n_a - 1))])
     out = {}
     for n in (2, 3):
-        ld = np.linspace(zc.min() - 0.25 * span, zc.max() + 0.5 * span, cfg.n_d[n])
-        f = span * np.geomspace(0.01, 1.0, cfg.n_f[n])
-        basis = np.ascontiguousarray(bnsl.break_basis(zc, ld, f))
-        combos = _combos(n, cfg.n_d[n], cfg.n_f[n])
+        a_grid, _, _, basis, combos = search_grids(zc, y, n, SearchConfig())
         t_nb = _median_time(lambda: bnsl.vp_search_nb(y, a_grid, basis, combos))
         t_np = _median_time(lambda: bnsl.vp_search_np(y, a_grid, basis, combos), repeats=1)
         out[f"vp_search n={n} ({len(a_grid) * len(combos)} candidates)"] = (t_np, t_nb)

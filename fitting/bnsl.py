@@ -211,7 +211,7 @@ def vp_search_np(y: np.ndarray, a_grid: np.ndarray, basis: np.ndarray, combos: n
         for i in range(k - 1, -1, -1):
             beta[:, i] = (yv[:, i] - np.sum(Lc[:, i + 1:, i] * beta[:, i + 1:], axis=1)) / Lc[:, i, i]
         ok &= np.all(np.abs(beta[:, 1:]) <= C_MAX, axis=1)
-        rss = tt - np.sum(beta * v, axis=1)
+        rss = tt - np.sum(yv * yv, axis=1)  # = tt - beta'v (v = L yv, beta = L'^-1 yv)
         out[ia] = np.where(ok, np.maximum(rss, 0.0) / N, np.inf)
     return out
 
@@ -315,6 +315,21 @@ def resid_jac_nb(theta, z, logy):
 
 
 @nb.njit(cache=True)
+def break_basis_nb(z, ld_grid, f_grid):
+    """Numba twin of `break_basis`: (N, 2 + D*F) columns [1, -z, -f sp((z - ld)/f) ...]."""
+    N, D, F = z.shape[0], ld_grid.shape[0], f_grid.shape[0]
+    out = np.empty((N, 2 + D * F))
+    for j in range(N):
+        out[j, 0] = 1.0
+        out[j, 1] = -z[j]
+        for p in range(D):
+            for q in range(F):
+                f = f_grid[q]
+                out[j, 2 + p * F + q] = -f * _softplus((z[j] - ld_grid[p]) / f)
+    return out
+
+
+@nb.njit(cache=True)
 def _gram(y, a, basis):
     """(G, g, t' W t) with G = X' W X, g = X' W t for t = log(y - a), w = ((y - a)/y)^2.
 
@@ -371,81 +386,128 @@ def _solve_subset(G, g, idx, k, M, Lc, v, yv, beta):
     return True
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
+def _last_column_runs(combos):
+    """Starts of the runs of combinations that share all columns but the last, whose last column goes
+    up by one along the run (`fit._combos` orders them so); the final entry is C."""
+    C, n = combos.shape
+    starts = np.empty(C + 1, np.int64)
+    r = 0
+    for ic in range(C):
+        same = ic > 0 and n > 0 and combos[ic, n - 1] == combos[ic - 1, n - 1] + 1
+        for i in range(n - 1):
+            same = same and combos[ic, i] == combos[ic - 1, i]
+        if not same:
+            starts[r] = ic
+            r += 1
+    starts[r] = C
+    return starts[: r + 1]
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")  # no zero-division checks in the loops
 def vp_search_nb(y, a_grid, basis, combos):
     """Approximate log-space loss for every (a, break combination), (A, C); see `vp_search_np`.
 
     Parallel over a; the Gram matrix of all candidate columns is built once per a, so each candidate
-    costs a (2+n)x(2+n) Cholesky solve, independent of the number of points. Consecutive combinations
-    share leading columns (they are in lexicographic order), so the Cholesky rows and forward
-    substitution of the shared prefix are kept and only the rows from the first changed column on are
-    recomputed: for n = 3 mostly the last row, about a third of a full factorization.
+    costs a (2+n)x(2+n) Cholesky solve, independent of the number of points. The combinations come in
+    runs that share every column but the last (`_last_column_runs`): the shared (1+n)x(1+n) block is
+    factored once per run, and for the run's last columns (consecutive in the Gram matrix) the last
+    Cholesky row, forward and back substitution are loops over the run, independent from one
+    candidate to the next. With L = [[Lp, 0], [l', dl]] (Lp l = G[prefix, q], dl^2 = G[q, q] - l'l):
+    the residual is t'Wt - |yv_p|^2 - e^2 / dl^2 with e = g[q] - l'yv_p, the last coefficient
+    e / dl^2, and the others bp - (e / dl^2) Lp'^-1 l (bp: the prefix system's own solution).
     """
     N, Q = basis.shape
     A = a_grid.shape[0]
     C, n = combos.shape
     k = 2 + n
+    p = k - 1  # the prefix: 1, -z and the first n - 1 break columns
+    runs = _last_column_runs(combos)
+    R = 1
+    for r in range(runs.shape[0] - 1):
+        R = max(R, runs[r + 1] - runs[r])
     out = np.empty((A, C))
     for ia in nb.prange(A):
         G, g, tt = _gram(y, a_grid[ia], basis)
-        Lc = np.zeros((k, k))
-        v = np.empty(k)
-        yv = np.empty(k)
-        beta = np.empty(k)
-        idx = np.empty(k, np.int64)
-        prev = np.full(k, -1, np.int64)
-        idx[0] = 0
-        idx[1] = 1
-        fail = k  # first row whose pivot failed for the previous combination (k: none)
-        for ic in range(C):
-            for i in range(n):
-                idx[2 + i] = combos[ic, i] + 2
-            start = 0
-            while start < k and idx[start] == prev[start]:
-                start += 1
-            for i in range(k):
-                prev[i] = idx[i]
-            if start > fail:  # the failed row is in the shared prefix
-                out[ia, ic] = np.inf
-                continue
-            fail = k
-            for i in range(start, k):
-                for j in range(i + 1):
-                    s = G[idx[i], idx[j]]
-                    for m in range(j):
-                        s -= Lc[i, m] * Lc[j, m]
-                    if i == j:
-                        if not s > 1e-10 * G[idx[i], idx[i]]:
-                            fail = i
-                            break
-                        Lc[i, i] = math.sqrt(s)
-                    else:
-                        Lc[i, j] = s / Lc[j, j]
-                if fail < k:
-                    break
-                v[i] = g[idx[i]]
-                s = v[i]
-                for m in range(i):
-                    s -= Lc[i, m] * yv[m]
-                yv[i] = s / Lc[i, i]
-            if fail < k:
-                out[ia, ic] = np.inf
-                continue
+        Lp = np.zeros((p, p))
+        inv = np.empty(p)  # 1 / Lp[i, i]
+        yv = np.empty(p)  # Lp yv = g[prefix]
+        bp = np.empty(p)  # Lp' bp = yv
+        idx = np.empty(p, np.int64)
+        lt = np.empty((p, R))  # l for each candidate of the run (columns)
+        ht = np.empty((p, R))  # Lp'^-1 l
+        for r in range(runs.shape[0] - 1):
+            r0, r1 = runs[r], runs[r + 1]
+            m_run = r1 - r0
+            idx[0] = 0
+            for i in range(1, p):
+                idx[i] = 1 if i == 1 else combos[r0, i - 2] + 2
+            q0 = combos[r0, n - 1] + 2 if n > 0 else 1
             ok = True
-            for i in range(k - 1, -1, -1):
-                s = yv[i]
-                for m in range(i + 1, k):
-                    s -= Lc[m, i] * beta[m]
-                beta[i] = s / Lc[i, i]
-                if i >= 1 and abs(beta[i]) > C_MAX:
+            for i in range(p):  # the prefix's Cholesky factor, forward and back substitution
+                gi = idx[i]
+                for j in range(i):
+                    s = G[gi, idx[j]]
+                    for m in range(j):
+                        s -= Lp[i, m] * Lp[j, m]
+                    Lp[i, j] = s * inv[j]
+                s = G[gi, gi]
+                for m in range(i):
+                    s -= Lp[i, m] * Lp[i, m]
+                if not s > 1e-10 * G[gi, gi]:
                     ok = False
+                    break
+                inv[i] = 1.0 / math.sqrt(s)
+                s = g[gi]
+                for m in range(i):
+                    s -= Lp[i, m] * yv[m]
+                yv[i] = s * inv[i]
             if not ok:
-                out[ia, ic] = np.inf
+                for ic in range(r0, r1):
+                    out[ia, ic] = np.inf
                 continue
-            rss = tt
-            for i in range(k):
-                rss -= beta[i] * v[i]
-            out[ia, ic] = max(rss, 0.0) / N
+            rest = tt
+            for i in range(p):
+                rest -= yv[i] * yv[i]
+            for i in range(p - 1, -1, -1):
+                s = yv[i]
+                for m in range(i + 1, p):
+                    s -= Lp[m, i] * bp[m]
+                bp[i] = s * inv[i]
+            for i in range(p):  # l = Lp^-1 G[prefix, q] for every q of the run
+                gi = idx[i]
+                for t in range(m_run):
+                    lt[i, t] = G[gi, q0 + t]
+                for m in range(i):
+                    c = Lp[i, m]
+                    for t in range(m_run):
+                        lt[i, t] -= c * lt[m, t]
+                for t in range(m_run):
+                    lt[i, t] *= inv[i]
+            for i in range(p - 1, -1, -1):  # h = Lp'^-1 l
+                for t in range(m_run):
+                    ht[i, t] = lt[i, t]
+                for m in range(i + 1, p):
+                    c = Lp[m, i]
+                    for t in range(m_run):
+                        ht[i, t] -= c * ht[m, t]
+                for t in range(m_run):
+                    ht[i, t] *= inv[i]
+            for t in range(m_run):
+                q = q0 + t
+                d = G[q, q]
+                e = g[q]
+                for i in range(p):
+                    d -= lt[i, t] * lt[i, t]
+                    e -= lt[i, t] * yv[i]
+                if not d > 1e-10 * G[q, q]:
+                    out[ia, r0 + t] = np.inf
+                    continue
+                bl = e / d  # yl / dl = e / dl^2; yl^2 = e bl: no square root
+                ok = abs(bl) <= C_MAX
+                for i in range(1, p):
+                    ok = ok and abs(bp[i] - bl * ht[i, t]) <= C_MAX
+                out[ia, r0 + t] = max(rest - e * bl, 0.0) / N if ok else np.inf
     return out
 
 
@@ -453,11 +515,18 @@ def vp_search_nb(y, a_grid, basis, combos):
 def vp_thetas_nb(y, a_grid, basis, combos, sel, ld_grid, f_grid):
     """Full theta (M, 3+3n) of selected candidates (flat indices into the (A, C) search output)."""
     N = basis.shape[0]
+    A = a_grid.shape[0]
     C, n = combos.shape
     k = 2 + n
     F = f_grid.shape[0]
     M = sel.shape[0]
     out = np.empty((M, 3 + 3 * n))
+    tw = np.empty((A, 2, N))  # log(y - a) and its weight, once per a (not once per candidate)
+    for ia in range(A):
+        for j in range(N):
+            tw[ia, 0, j] = math.log(y[j] - a_grid[ia])
+            w = (y[j] - a_grid[ia]) / y[j]
+            tw[ia, 1, j] = w * w
     for r in nb.prange(M):
         ia = sel[r] // C
         ic = sel[r] % C
@@ -470,9 +539,8 @@ def vp_thetas_nb(y, a_grid, basis, combos, sel, ld_grid, f_grid):
         for i in range(n):
             cols[2 + i] = combos[ic, i] + 2
         for j in range(N):
-            t = math.log(y[j] - a)
-            w = (y[j] - a) / y[j]
-            w *= w
+            t = tw[ia, 0, j]
+            w = tw[ia, 1, j]
             for p in range(k):
                 xw = basis[j, cols[p]] * w
                 g[p] += xw * t

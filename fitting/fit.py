@@ -5,7 +5,7 @@ BNSL procedure (one curve, n breaks), all in log space on z = log x - mean(log x
    across and beyond the observed x (from 0.25 span below to 0.5 span above); sharpness f
    log-spaced relative to the span. For each a and each set of n (d, f) the model is linear in
    (log b, c0, c_1..c_n) on log(y - a): solved from one Gram matrix per a (variable projection),
-   so ~10^5 candidates cost tens of milliseconds (`bnsl.vp_search_nb`).
+   so ~10^5 candidates cost a few milliseconds (`bnsl.vp_search_nb`).
 2. The best candidates of that approximate loss get the exact log-space loss (`bnsl.loss_many_nb`,
    parallel over parameter vectors); the best K are refined with a box-constrained
    Levenberg-Marquardt loop (`bnsl.lm_nb`, on our analytic Jacobian `bnsl.resid_jac_nb`: for the
@@ -149,20 +149,30 @@ def check_xy(x, y, n_params: int, what: str = "") -> tuple[np.ndarray, np.ndarra
 
 @lru_cache(maxsize=None)
 def _combos(n: int, D: int, F: int) -> np.ndarray:
-    """Every choice of n distinct break positions (sorted) and n sharpness values: basis column indices."""
+    """Every choice of n distinct break positions (increasing) and n sharpness values: basis column
+    indices (position * F + sharpness), rows in lexicographic order, so that runs of rows share all
+    columns but the last and the last goes up by one (what `bnsl.vp_search_nb` factors once per run)."""
     if n == 0:
         return np.zeros((1, 0), dtype=np.int64)
-    rows = [[j * F + m for j, m in zip(js, ms)]
-            for js in itertools.combinations(range(D), n)
-            for ms in itertools.product(range(F), repeat=n)]
+    rows = sorted([j * F + m for j, m in zip(js, ms)]
+                  for js in itertools.combinations(range(D), n)
+                  for ms in itertools.product(range(F), repeat=n))
     return np.array(rows, dtype=np.int64)
+
+
+@lru_cache(maxsize=None)
+def _geomspace(start: float, stop: float, num: int) -> np.ndarray:
+    """np.geomspace, computed once per grid (it costs ~0.2 ms a call, several per fit); read-only."""
+    out = np.geomspace(start, stop, num)
+    out.flags.writeable = False
+    return out
 
 
 def _kernels(backend: str):
     if backend == "numba":
-        return bnsl.vp_search_nb, bnsl.vp_thetas_nb, bnsl.loss_many_nb, bnsl.lm_nb
+        return bnsl.break_basis_nb, bnsl.vp_search_nb, bnsl.vp_thetas_nb, bnsl.loss_many_nb, bnsl.lm_nb
     if backend == "numpy":
-        return bnsl.vp_search_np, bnsl.vp_thetas_np, bnsl.loss_many_np, bnsl.lm_np
+        return bnsl.break_basis, bnsl.vp_search_np, bnsl.vp_thetas_np, bnsl.loss_many_np, bnsl.lm_np
     raise ValueError(f"backend must be 'numba' or 'numpy', not {backend!r}")
 
 
@@ -195,6 +205,27 @@ def _polish(theta, loss, lo, hi, z, logy, backend: str, max_nfev: int = 50):
     return (sol.x, new, int(sol.nfev)) if math.isfinite(new) and new < loss else (theta, loss, int(sol.nfev))
 
 
+def search_grids(zc: np.ndarray, y: np.ndarray, n: int, cfg: SearchConfig, break_basis=bnsl.break_basis):
+    """The data-adaptive grid of the BNSL search (module docstring, step 1) for n breaks.
+
+    Args:
+        zc: log x, centred; y: the curve (positive).
+        break_basis: `bnsl.break_basis` or its Numba twin.
+
+    Returns:
+        (a_grid, ld_grid, f_grid, basis, combos): values of a, break positions (log d), sharpness
+        values, the design columns (N, 2 + D*F) and the candidate column sets (`_combos`).
+    """
+    zmin, zmax = float(zc.min()), float(zc.max())
+    span = max(zmax - zmin, 1e-3)
+    a_grid = np.concatenate([[0.0], float(y.min()) * (1 - _geomspace(0.9, 0.002, cfg.n_a - 1))])
+    D, F = (cfg.n_d[n], cfg.n_f[n]) if n > 0 else (1, 1)
+    ld_grid = np.linspace(zmin - 0.25 * span, zmax + 0.5 * span, D)
+    f_grid = span * _geomspace(0.01, 1.0, F)
+    basis = np.ascontiguousarray(break_basis(zc, ld_grid, f_grid) if n > 0 else np.stack([np.ones_like(zc), -zc], 1))
+    return a_grid, ld_grid, f_grid, basis, _combos(n, D, F)
+
+
 def fit_bnsl_n(x, y, n: int, z0: float | None = None, cfg: SearchConfig | None = None,
                backend: str = "numba", max_nfev: int | None = None, polish: bool = False):
     """Fit BNSL with exactly n breaks to sorted positive (x, y).
@@ -203,21 +234,14 @@ def fit_bnsl_n(x, y, n: int, z0: float | None = None, cfg: SearchConfig | None =
         (theta, z0, loss, evaluations): internal theta on z - z0 (see bnsl.to_natural).
     """
     cfg = cfg or SearchConfig()
-    vp_search, vp_thetas, loss_many, lm = _kernels(backend)
+    break_basis, vp_search, vp_thetas, loss_many, lm = _kernels(backend)
     z = np.log(x)
     z0 = float(np.mean(z)) if z0 is None else z0
     zc = z - z0
     logy = np.log(y)
     zmin, zmax = float(zc.min()), float(zc.max())
     span = max(zmax - zmin, 1e-3)
-    ymin = float(y.min())
-    a_grid = np.concatenate([[0.0], ymin * (1 - np.geomspace(0.9, 0.002, cfg.n_a - 1))])
-    D, F = (cfg.n_d[n], cfg.n_f[n]) if n > 0 else (1, 1)
-    ld_grid = np.linspace(zmin - 0.25 * span, zmax + 0.5 * span, D)
-    f_grid = span * np.geomspace(0.01, 1.0, F)
-    basis = bnsl.break_basis(zc, ld_grid, f_grid) if n > 0 else np.stack([np.ones_like(zc), -zc], 1)
-    basis = np.ascontiguousarray(basis)
-    combos = _combos(n, D, F)
+    a_grid, ld_grid, f_grid, basis, combos = search_grids(zc, y, n, cfg, break_basis)
 
     approx = vp_search(y, a_grid, basis, combos)  # (A, C)
     evaluations = approx.size

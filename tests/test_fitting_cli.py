@@ -69,3 +69,30 @@ def test_cli_runs(tmp_path, capsys):
     assert all(v < 0.05 for v in d["rmsle_heldout"][:6])
     assert "empty_run" in d["reason"][6] and "evals.arrow" in d["reason"][6]
     assert (tmp_path / "p" / "run_a.png").exists()
+
+
+def test_fit_benchmark_runs_on_a_small_table(tmp_path, capsys):
+    """bench/fit.py (README's fitter figures) on three curves in the benchmark's CSV layout: accuracy
+    rows for every form, the Numba and plain paths timed and in agreement, the kernel table."""
+    import json
+
+    from bench import fit as bench_fit
+    x = np.geomspace(1e5, 1e9, 16)
+    lines = ["Domain,Task,Model,Seen Examples,Loss,Training"]
+    for model, y in [("s", 0.3 + 40 * x ** -0.35), ("m", 0.2 + 30 * x ** -0.3 * (1 + x / 1e7) ** -0.2),
+                     ("l", 0.1 + 50 * x ** -0.4)]:
+        lines += [f"LM,val,{model},{xi:.6g},{yi:.8g},{int(i < 12)}" for i, (xi, yi) in enumerate(zip(x, y))]
+    src = tmp_path / "lang.csv"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "fit_bench.json"
+    assert bench_fit.main(["--data", str(src), "--workers", "1", "--repeats", "1", "--plain-curves", "2",
+                           "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["curves"] == 3 and len(r["rows"]) == 3
+    assert all(set(row["rmsle_heldout"]) == {"bnsl", "m1", "m2", "m3", "m4"} for row in r["rows"])
+    s, _, l = r["rows"]  # s and l are exact M2 curves: BNSL (n = 0 is M2) extrapolates them
+    assert s["rmsle_heldout"]["bnsl"] < 1e-3 and l["rmsle_heldout"]["bnsl"] < 1e-3
+    plain = r["timing"]["plain"]
+    assert plain["curves"] == 2 and plain["same_heldout_rmsle_within_5e-4"] == 2 and plain["ratio"] > 0
+    assert {k.split(" ")[0] for k in r["timing"]["kernels_numpy_numba_s"]} == {"vp_search", "loss_many", "resid_jac"}
+    assert "BNSL best or tied" in capsys.readouterr().out
