@@ -442,7 +442,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     net, opt, params, aug = build_training(cfg, bset.num_classes, final_res, device, rt, aug_seed=tc.seed + dd.rank)
     ck, ck_name = None, None
     if resume:
-        found = ckpt.load_latest(run_dir / "checkpoints", map_location=device,
+        # on the CPU: the RNG states must stay there (set_rng_state takes CPU byte tensors only);
+        # load_state_dict copies weights and optimizer state to their parameters' device
+        found = ckpt.load_latest(run_dir / "checkpoints", map_location="cpu",
                                  warn=lambda m: say(m, file=sys.stderr))
         if found is None:
             say(f"warning: {run_dir / 'checkpoints'} holds no usable checkpoint: the run starts again "

@@ -164,6 +164,31 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(warm, tmp_path, m
     assert set(s2["throughput_by_resolution"]) == {"16", "32"}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(warm, tmp_path, monkeypatch):
+    """On CUDA the checkpoint's RNG states must come back as CPU byte tensors (set_rng_state takes
+    nothing else) while weights and AdamW's state (fused) land on the GPU; bf16 kernels are not
+    bit-reproducible, so the schedule must match the uninterrupted run exactly and the losses closely."""
+    cfg = dict(train__device="cuda", train__compile="off")
+    full = tmp_path / "full"
+    T.train(det_cfg(warm, **cfg), full)
+    run = tmp_path / "run"
+    stop_at(monkeypatch, 5)
+    assert T.train(det_cfg(warm, **cfg), run)["stop_reason"] == "signal"
+    _, ck = ckpt.load_latest(run / "checkpoints")
+    assert ck["rng"][0]["cuda"] is not None and ck["rng"][0]["torch"].device.type == "cpu"
+    monkeypatch.undo()
+    T.STOP.signum = 0
+    s = T.train(det_cfg(warm, **cfg), run, resume=True)
+    assert s["status"] == "ok" and s["steps"] == 12 and [x["step"] for x in s["sessions"]] == [0, 5]
+    got, want = rows(run), rows(full)
+    assert [(r["step"], r["resolution"], r["images_seen"]) for r in got] == \
+        [(r["step"], r["resolution"], r["images_seen"]) for r in want]
+    assert [r["lr"] for r in got] == pytest.approx([r["lr"] for r in want], rel=1e-12)
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=0.05)
+
+
 def check_matches_uninterrupted(run, full):
     """Row by row the same schedule and losses, the same evaluations, the same final weights and
     AdamW state as the uninterrupted run."""
