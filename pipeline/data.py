@@ -228,9 +228,15 @@ class BetonLoader:
         finally:
             loader.traversal_order = order
         self.batches_done = skip
-        for b in batches:
-            self.batches_done += 1
-            yield b
+        try:
+            for b in batches:
+                self.batches_done += 1
+                yield b
+        finally:
+            # An epoch left early (a curriculum stage change) must stop FFCV's epoch thread: it holds a
+            # reference to itself while running, so it would otherwise wait on its full queue for the rest
+            # of the run, keeping its batch buffers (pinned and device memory on CUDA).
+            batches.close()
 
 
 class _SkipHead:

@@ -60,6 +60,30 @@ def test_train_loader_switches_size_and_beton(tiny_betons):
     assert len({tuple(o.tolist()) for o in orders}) > 1, "every epoch had the same order"
 
 
+def test_an_epoch_left_early_stops_ffcvs_thread(tiny_betons):
+    """A stage change leaves an epoch early: FFCV's epoch thread must end, not wait on its full queue
+    for the rest of the run holding its batch buffers (pinned and device memory on CUDA)."""
+    import threading
+    import time
+
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    def epoch_threads():
+        return {t for t in threading.enumerate() if isinstance(t, EpochIterator)}
+
+    before = epoch_threads()
+    ld = BetonSet(tiny_betons).loader("train", batch_size=2, output_size=16, num_workers=1, batches_ahead=1)
+    it = iter(ld)
+    next(it)  # 12 batches, a queue of 1: the thread now waits to put the next ones
+    mine = epoch_threads() - before
+    assert len(mine) == 1
+    it.close()
+    deadline = time.monotonic() + 10
+    while any(t.is_alive() for t in mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in mine)
+
+
 def test_same_seed_same_order(tiny_betons):
     bs = BetonSet(tiny_betons)
     a = [y.clone() for _, y in bs.loader("train", batch_size=8, output_size=16, num_workers=1, seed=5)]
