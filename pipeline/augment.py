@@ -77,13 +77,18 @@ def _equalize_lut(idx: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
     """PIL's ImageOps.equalize as a lookup table per channel.
 
     lut[v] = (step // 2 + sum(hist[:v])) // step with step = (N - hist[last nonzero]) // 255;
-    step == 0 (a near-constant channel) gives the identity. hist: (B, C, 256) counts.
+    step == 0 (a near-constant channel) gives the identity. hist: (B, C, 256) counts (float);
+    the table comes back in hist's dtype.
+
+    In integers: the quotients are often exact, and inductor's float division on CUDA (approximate,
+    or a multiply by the reciprocal) can land just below one, which floor would move a grey level.
     """
-    levels = torch.arange(256, device=hist.device, dtype=hist.dtype)
-    last = torch.where(hist > 0, levels, -1.0).amax(dim=-1, keepdim=True).long()
-    step = torch.floor((idx.shape[-1] - hist.gather(-1, last)) / 255.0)
-    lut = torch.floor((torch.cumsum(hist, -1) - hist + torch.floor(step / 2)) / step.clamp(min=1))
-    return torch.where(step > 0, lut.clamp(max=255), levels)
+    h = hist.long()
+    levels = torch.arange(256, device=hist.device)
+    last = torch.where(h > 0, levels, -1).amax(dim=-1, keepdim=True)
+    step = (idx.shape[-1] - h.gather(-1, last)) // 255
+    lut = (torch.cumsum(h, -1) - h + step // 2) // step.clamp(min=1)
+    return torch.where(step > 0, lut.clamp(max=255), levels).to(hist.dtype)
 
 
 def color_op(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
