@@ -29,8 +29,8 @@ if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbin
     usual_args=(--model test_vit --device cpu)
     plan_args=(--config demo --compare "")
 else
-    images=${IMAGES:-10000} classes=1000 sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-64,128,160,192,224}
-    batch=${BATCH:-1024} workers=${WORKERS:-16} steps=20 repeats=3
+    images=${IMAGES:-10000} classes=1000 sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-224,128,64,192,160}
+    batch=${BATCH:-1024} workers=${WORKERS:-16} steps=20 repeats=5
     model_args=(--repeats 20 --warmup 3)
     train_args=(--config s16_24h)
     profile_args=(--config s16_24h --steps 5 --warmup 3)
@@ -48,7 +48,7 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
 'ffcv', importlib.metadata.version('ffcv'), 'timm', timm.__version__)" 2>&1; nproc; } > "$out/env.txt"
 cat "$out/env.txt"
 
-failed=0 steps_wanted=" ${STEPS:-loader model train usual profile tests plan report} " budget=${BUDGET_S:-570}
+failed=0 steps_wanted=" ${STEPS:-loader train profile usual model tests plan report} " budget=${BUDGET_S:-570}
 [ -f "$out/timings.tsv" ] || printf 'step\tseconds\texit\n' > "$out/timings.tsv"  # calls append
 run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep going when it fails
     local name=$1 t0=$SECONDS rc left=$((budget - SECONDS))
@@ -67,15 +67,15 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
 betons=$work/betons_$images
 run loader python3 -m bench.loader --images "$images" --classes "$classes" --sizes "$sizes" --workers "$workers" \
     --batch "$batch" --raw-max-res "${RAW_MAX_RES:-128}" --repeats 2 --work "$work" --out "$out/loader_bench.json"
-run model python3 -m bench.model --sizes "$model_sizes" --batch "$batch" "${model_args[@]}" \
-    --out "$out/model_bench.json"
 run train python3 -m bench.train "${train_args[@]}" --data.dir="$betons" --data.num_workers="$workers" \
     --train.batch_size="$batch" --resolutions "$sizes" --steps "$steps" --repeats "$repeats" \
     --out "$out/train_bench.json"
-run usual python3 -m bench.usual "${usual_args[@]}" --folder "$work/jpeg_$images" --sizes "$sizes" \
-    --batch "$batch" --workers "$workers" --steps "$steps" --warmup 2 --repeats 2 --out "$out/usual_bench.json"
 run profile python3 -m bench.step_profile "${profile_args[@]}" --sizes "${sizes#*,}" \
     --train.batch_size="$batch" --out "$out/profile.json"
+run usual python3 -m bench.usual "${usual_args[@]}" --folder "$work/jpeg_$images" --sizes "$sizes" \
+    --batch "$batch" --workers "$workers" --steps "$steps" --warmup 2 --repeats 2 --out "$out/usual_bench.json"
+run model python3 -m bench.model --sizes "$model_sizes" --batch "$batch" "${model_args[@]}" \
+    --out "$out/model_bench.json"
 run tests bash -c "set -o pipefail; python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee '$out/gpu_tests.txt'"
 run plan sh -c "python3 -m pipeline.plan $(printf '%q ' "${plan_args[@]}") \
     --throughput '$out/train_bench.json' > '$out/plan.txt'"

@@ -10,7 +10,7 @@ compilation (reported separately as compile_s); images/s = batch / median step t
 CUDA steps timed with events. The compiled model is ``torch.compile(net, dynamic=False)``: one static graph
 per resolution, as the trainer uses it. MFU (CUDA only) = 3 x model.forward_flops x images/s / peak, the
 peak from PEAK_FLOPS below (dense bf16 tensor-core datasheet numbers) or --peak-tflops.
-Writes results/model_bench.json and prints a table. CPU figures on a shared machine are indicative only.
+Writes results/model_bench.json (after each size, `complete` false until the last) and prints a table. CPU figures on a shared machine are indicative only.
 """
 from __future__ import annotations
 
@@ -118,6 +118,17 @@ def main(argv=None) -> dict:
         peak = args.peak_tflops * 1e12
 
     rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def result(complete: bool) -> dict:
+        return {
+            'variant': variant, 'params': model.count_params(net), 'batch': batch, 'dtype': str(dtype),
+            'repeats': repeats, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
+            'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'timm': timm.__version__,
+            'python': platform.python_version(), 'complete': complete, 'rows': rows,
+        }
+
     for size in sizes:
         flops = model.train_flops(net, size)
         row = {'size': size, 'tokens': net.num_prefix_tokens + (size // net.patch_size[0]) ** 2,
@@ -129,19 +140,12 @@ def main(argv=None) -> dict:
                 r['mfu'] = round(flops * r['images_per_s'] / peak, 4)
             row[mode] = r
         rows.append(row)
+        write_json(out, result(complete=False))  # a run stopped at its time limit keeps the sizes done
         print(f"{size:>4} px done", flush=True)
+    res = result(complete=True)
+    write_json(out, res)
 
-    result = {
-        'variant': variant, 'params': model.count_params(net), 'batch': batch, 'dtype': str(dtype),
-        'repeats': repeats, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
-        'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'timm': timm.__version__,
-        'python': platform.python_version(), 'rows': rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
-
-    print(f"\n{variant} ({result['params'] / 1e6:.2f} M params), batch {batch}, {dtype}, {device_name}, "
+    print(f"\n{variant} ({res['params'] / 1e6:.2f} M params), batch {batch}, {dtype}, {device_name}, "
           f"torch {torch.__version__}; median of {repeats} steps, fwd+bwd")
     head = f"{'px':>4} {'tokens':>6} {'GFLOP/img':>10}"
     for mode in modes:
@@ -160,7 +164,7 @@ def main(argv=None) -> dict:
             line += f" {row[modes[1]]['images_per_s'] / row[modes[0]]['images_per_s']:>7.2f}x"
         print(line)
     print(f"wrote {out}")
-    return result
+    return res
 
 
 if __name__ == '__main__':

@@ -83,6 +83,9 @@ def collect(folder: Path) -> dict:
             "batch": (train or {}).get("batch_size") or (model or {}).get("batch"),
             "files": {n: (folder / n).is_file() for n in ("model_bench.json", "train_bench.json",
                                                           "loader_bench.json", "usual_bench.json")},
+            # written after each size; complete false: the step was stopped (time limit) part way
+            "partial": [n for n, d in (("model_bench.json", model), ("train_bench.json", train))
+                        if d is not None and d.get("complete") is False],
             "rows": table, "targets": targets}
 
 
@@ -117,6 +120,8 @@ def markdown(rep: dict) -> str:
     missing = [f for f, ok in rep["files"].items() if not ok]
     if missing:
         lines.append(f"- not found: {', '.join(missing)}")
+    if rep.get("partial"):
+        lines.append(f"- partial (stopped before its last size): {', '.join(rep['partial'])}")
     return "\n".join(lines)
 
 

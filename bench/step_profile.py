@@ -6,7 +6,7 @@
 One step is what the trainer runs per batch with the data already on the device: the batched
 augmentation (pipeline/augment.py) and pipeline.train.train_step (compiled forward, bf16 autocast,
 backward, fused AdamW on CUDA). After --warmup steps (compilation), --steps steps are profiled;
-the table lists the operators/kernels with the most self device time (CUDA) or self CPU time,
+the table lists the CUDA kernels with the most device time (CUDA) or the ops with the most self CPU time,
 with their share of the total. Writes results/profile.json (top rows per size) and a Chrome
 trace per size next to it with --trace (profile_<size>.json; large).
 """
@@ -56,6 +56,12 @@ def profile_size(cfg: C.Config, size: int, steps: int, warmup: int, top: int, tr
         prof.export_chrome_trace(str(trace))
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    if cuda:
+        # Only the kernels: CPU ops also carry the device time of the kernels they launched, and user
+        # annotations (e.g. "## Call CompiledFxGraph ##") span whole graphs; summing those would count
+        # each kernel two or three times (torch's own table sums the same subset).
+        from torch.autograd import DeviceType
+        events = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
     total = sum(getattr(e, key) for e in events) or 1.0
     events.sort(key=lambda e: getattr(e, key), reverse=True)
     return [{"name": e.key, "self_us_per_step": getattr(e, key) / steps, "share": getattr(e, key) / total,

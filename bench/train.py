@@ -10,8 +10,12 @@ For each resolution, images/s of
   bound: no decoding, no transfer);
 - loader: iterating the loader alone (decode + crop + transfer).
 The loader's share is visible as the gap between end-to-end and on-device. Each number is the
-median over --repeats timed windows of --steps steps, after --warmup steps that absorb
-torch.compile and FFCV's JIT. Config overrides (--section.key=value) apply as for the trainer.
+median over --repeats timed windows of --steps steps (end-to-end and loader: at most the epoch's
+batches but one), after --warmup steps that absorb torch.compile and FFCV's JIT. An end-to-end or
+loader window is one epoch: its first batch untimed (FFCV allocates the epoch's buffers and waits
+for the first decode: reported apart as epoch_start_s, seconds beyond an ordinary batch), then the
+window's batches, then the epoch is left. So a small benchmark set, a few batches per epoch, is not
+charged an epoch start every few steps where ImageNet has one every ~1,250. Config overrides (--section.key=value) apply as for the trainer.
 Prints a table and writes JSON (default results/train_bench.json) with device and versions.
 """
 from __future__ import annotations
@@ -34,8 +38,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeats: int) -> dict:
-    """Measure images/s (median of `repeats` windows of `steps` steps) at each resolution."""
+def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeats: int,
+          out_path: Path | None = None) -> dict:
+    """Measure images/s (median of `repeats` windows of `steps` steps) at each resolution.
+
+    With `out_path`, the JSON is written after each resolution (`complete` false until the last), so a
+    run stopped at its time limit keeps the resolutions it finished.
+    """
     import model as vit
     from pipeline.data import BetonSet
 
@@ -50,15 +59,38 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
     fwd = T.compiled_forward(net, rt)
     n_batches = len(loader)
 
+    if n_batches < 2:
+        raise C.ConfigError(f"train.batch_size: {cfg.train.batch_size} leaves {n_batches} batch per epoch of "
+                            f"{cfg.data.dir}; the timed windows need at least 2")
+    window = min(steps, n_batches - 1)
+
+    def to_device(batch):
+        images, labels = batch
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
     def step(images, labels):
         x, y = aug.train(images, labels, strength=1.0)
         return T.train_step(fwd, opt, params, x, y, rt, cfg.optim.grad_clip)
 
-    def stream():
-        """Endless batches at the loader's current size, moved to the device."""
-        while True:
-            for images, labels in T.batches(loader, rt.threads):
-                yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    def in_epoch(consume, n: int) -> tuple[float, float]:
+        """One epoch at the loader's current size: its first batch through `consume` alone (the epoch
+        start: FFCV allocates the epoch's batch buffers, pinned and on the device, and waits for its first
+        decode), then n more batches timed together inside the epoch, which is then left. Returns
+        (images/s of those n, seconds of the first)."""
+        it = T.batches(loader, rt.threads)
+        try:
+            _sync(device)
+            t = time.perf_counter()
+            consume(to_device(next(it)))
+            _sync(device)
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(n):
+                consume(to_device(next(it)))
+            _sync(device)
+            return n * cfg.train.batch_size / (time.perf_counter() - t), first
+        finally:
+            it.close()
 
     def timed(fn, n) -> float:
         _sync(device)
@@ -68,44 +100,59 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
         _sync(device)
         return n * cfg.train.batch_size / (time.perf_counter() - t)
 
+    def epoch_start(windows) -> float:
+        """Seconds an epoch's first batch costs beyond a batch inside the epoch (median)."""
+        return statistics.median(first - cfg.train.batch_size / rate for rate, first in windows)
+
+    env = environment(device)
     results = {}
+
+    def summary(complete: bool) -> dict:
+        return {"device": env.get("gpu", {}).get("name") or str(device), "model": cfg.model.name,
+                "batch_size": cfg.train.batch_size, "precision": str(rt.amp_dtype or "fp32"), "compile": rt.compile,
+                "torch_threads": rt.threads or torch.get_num_threads(), "data_workers": cfg.data.num_workers,
+                "batches_ahead": cfg.data.batches_ahead,
+                "steps": steps, "window_steps": window, "warmup": warmup, "repeats": repeats, "data_dir": cfg.data.dir,
+                # The end-to-end and loader windows lie inside one epoch each (after its first batch), so an
+                # epoch start (epoch_start_s) weighs as on ImageNet's ~1,250 batches, not this set's few.
+                "batches_per_epoch": n_batches,
+                "complete": complete, "results": results, "env": env}
+
     for res in resolutions:
         loader.set_output_size(res)
-        it = stream()
-        for _ in range(warmup):  # compile at this size, FFCV JIT, allocator warm-up
-            step(*next(it))
-        e2e = [timed(lambda: step(*next(it)), steps) for _ in range(repeats)]
-        images, labels = (t.clone() for t in next(it))
+        in_epoch(lambda b: step(*b), min(warmup, window))  # compile at this size, FFCV JIT, allocator
+        e2e = [in_epoch(lambda b: step(*b), window) for _ in range(repeats)]
+        first = iter(loader)
+        images, labels = (t.clone() for t in to_device(next(first)))
+        first.close()
         dev = [timed(lambda: step(images, labels), steps) for _ in range(repeats)]
-        load = [timed(lambda: next(it), min(steps, n_batches)) for _ in range(repeats)]
-        it.close()
+        load = [in_epoch(lambda b: None, window) for _ in range(repeats)]
         results[str(res)] = {
-            "end_to_end": statistics.median(e2e), "on_device": statistics.median(dev),
-            "loader": statistics.median(load), "samples": {"end_to_end": e2e, "on_device": dev, "loader": load},
+            "end_to_end": statistics.median(r for r, _ in e2e), "on_device": statistics.median(dev),
+            "loader": statistics.median(r for r, _ in load),
+            "epoch_start_s": {"end_to_end": epoch_start(e2e), "loader": epoch_start(load)},
+            "samples": {"end_to_end": [r for r, _ in e2e], "on_device": dev, "loader": [r for r, _ in load]},
             "train_gflop_per_image": 3 * vit.forward_flops(net, res) / 1e9,
         }
+        if out_path is not None:
+            write_json(out_path, summary(False))
         r = results[str(res)]
         print(f"{res:>5} px  end-to-end {r['end_to_end']:9.0f}  on-device {r['on_device']:9.0f}  "
-              f"loader {r['loader']:9.0f} img/s", file=sys.stderr, flush=True)
-    env = environment(device)
-    return {"device": env.get("gpu", {}).get("name") or str(device), "model": cfg.model.name,
-            "batch_size": cfg.train.batch_size, "precision": str(rt.amp_dtype or "fp32"), "compile": rt.compile,
-            "torch_threads": rt.threads or torch.get_num_threads(), "data_workers": cfg.data.num_workers,
-            "batches_ahead": cfg.data.batches_ahead,
-            "steps": steps, "warmup": warmup, "repeats": repeats, "data_dir": cfg.data.dir,
-            # The end-to-end windows include an epoch start (FFCV's first batch of an epoch waits
-            # for its decode) every this many steps: ~1,250 on ImageNet, far fewer on small sets.
-            "batches_per_epoch": n_batches,
-            "results": results, "env": env}
+              f"loader {r['loader']:9.0f} img/s; epoch start {r['epoch_start_s']['end_to_end']:+.3f} s",
+              file=sys.stderr, flush=True)
+    return summary(True)
 
 
 def print_table(out: dict) -> None:
     print(f"device {out['device']}, {out['model']}, batch {out['batch_size']}, {out['precision']}, "
-          f"compile {out['compile']}; median of {out['repeats']} x {out['steps']} steps (images/s)")
-    print(f"{'res':>5} {'end-to-end':>11} {'on-device':>10} {'loader':>10} {'e2e/on-dev':>11} {'GFLOP/img':>10}")
+          f"compile {out['compile']}; median of {out['repeats']} windows of {out['window_steps']} steps "
+          f"(on-device {out['steps']}) in images/s; epoch start: seconds beyond a batch")
+    print(f"{'res':>5} {'end-to-end':>11} {'on-device':>10} {'loader':>10} {'e2e/on-dev':>11} {'GFLOP/img':>10} "
+          f"{'epoch start':>12}")
     for res, r in out["results"].items():
         print(f"{res:>5} {r['end_to_end']:11.0f} {r['on_device']:10.0f} {r['loader']:10.0f} "
-              f"{r['end_to_end'] / r['on_device']:11.2f} {r['train_gflop_per_image']:10.3f}")
+              f"{r['end_to_end'] / r['on_device']:11.2f} {r['train_gflop_per_image']:10.3f} "
+              f"{r['epoch_start_s']['end_to_end']:+11.3f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes = [int(s) for s in args.resolutions.split(",")] if args.resolutions else \
         sorted(set(cfg.curriculum.resolutions))
-    out = bench(cfg, sizes, args.steps, args.warmup, args.repeats)
-    print_table(out)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out = bench(cfg, sizes, args.steps, args.warmup, args.repeats, out_path=Path(args.out))
+    print_table(out)
     write_json(Path(args.out), out)
     print(f"wrote {args.out}")
     return 0

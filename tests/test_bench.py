@@ -1,5 +1,6 @@
 """The GPU benchmarks of issue 8 run end to end on CPU at toy sizes (their figures need a GPU)."""
 import json
+import math
 
 from bench import step_profile, usual
 
@@ -41,18 +42,20 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
                        capture_output=True, text=True, timeout=540)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in steps] == ["loader", "model", "train", "usual", "profile", "tests", "plan",
+    assert [s[0] for s in steps] == ["loader", "train", "profile", "usual", "model", "tests", "plan",
                                       "report"]
     assert all(s[2] == "0" for s in steps)
     loader = json.loads((out / "loader_bench.json").read_text())
     assert [r["size"] for r in loader["rows"]] == [32, 48]
     assert all(r["ffcv_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in loader["rows"])
     train = json.loads((out / "train_bench.json").read_text())
-    assert set(train["results"]) == {"32", "48"}
+    assert set(train["results"]) == {"32", "48"} and train["complete"]
+    assert all(math.isfinite(r["epoch_start_s"]["end_to_end"]) for r in train["results"].values())
     assert all(r["end_to_end"] > 0 for r in train["results"].values())
     assert set(json.loads((out / "usual_bench.json").read_text())["results"]) == {"32", "48"}
     model = json.loads((out / "model_bench.json").read_text())
     assert [r["size"] for r in model["rows"]] == [32, 48] and all(r["eager"]["images_per_s"] > 0 for r in model["rows"])
+    assert model["complete"]
     assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
     assert "total" in (out / "plan.txt").read_text()
     assert " skipped" in (out / "gpu_tests.txt").read_text()  # the CUDA tests, collected, skipped on CPU
@@ -81,7 +84,7 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
     (tmp_path / "model_bench.json").write_text(json.dumps({"device": "GPU X", "torch": "2.x", "batch": 4, "rows": [
         {"size": 128, "compiled": {"images_per_s": 1000.0, "mfu": 0.40}},
         {"size": 224, "compiled": {"images_per_s": 400.0, "mfu": 0.50}}]}))
-    (tmp_path / "train_bench.json").write_text(json.dumps({"device": "GPU X", "batch_size": 4, "results": {
+    (tmp_path / "train_bench.json").write_text(json.dumps({"device": "GPU X", "batch_size": 4, "complete": False, "results": {
         "128": {"end_to_end": 700.0, "on_device": 950.0, "loader": 800.0},    # loader-bound
         "224": {"end_to_end": 380.0, "on_device": 390.0, "loader": 2000.0}}}))  # 0.95 of the bound
     (tmp_path / "usual_bench.json").write_text(json.dumps({"results": {"128": {"images_per_s": 200.0}}}))
@@ -95,6 +98,7 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
     assert t["end to end / usual way at 128 px"]["value"] == 3.5 and t["end to end / usual way at 128 px"]["met"]
     out = capsys.readouterr().out
     assert "not found: loader_bench.json" in out and "| 224 | 400 | 50.0% |" in out
+    assert "partial (stopped before its last size): train_bench.json" in out  # its step hit the time limit
     (tmp_path / "model_bench.json").write_text(json.dumps({"rows": [{"size": 224, "compiled": {
         "images_per_s": 400.0, "mfu": 0.30}}]}))
     assert report.main([str(tmp_path)]) == 0
