@@ -10,7 +10,10 @@ seeded textures with a real decode cost), writes betons of it with tools/write_b
   (b) pipeline.data's FFCV train loader: random-resized crop from the smallest serving beton
       (flip runs later, on the training device),
 both yielding uint8 (B, 3, S, S) batches on the CPU. Each figure is the median of --repeats
-passes over the folder after one warm-up pass (FFCV's JIT, the OS page cache).
+passes over the folder after one warm-up pass (FFCV's JIT, the OS page cache, worker start-up), in
+the steady state a long epoch reaches: each FFCV epoch is timed after its first batch, and the
+DataLoader draws all passes as one epoch (bench.timing.steady_loader), since both otherwise spend a
+set of a few batches per epoch mostly starting up (the DataLoader builds each batch in one worker).
 """
 from __future__ import annotations
 
@@ -24,33 +27,46 @@ from pathlib import Path
 
 import torch
 
+from bench.timing import steady_loader
 from pipeline.data import BetonSet
 from pipeline.logs import write_json
 from tools import write_beton
 from tools.synthetic import make_folder
 
 
-def images_per_s(make_iter, repeats: int) -> float:
-    """Median images/s over `repeats` full passes, after one warm-up pass."""
+def ffcv_images_per_s(loader, repeats: int) -> float:
+    """Median images/s over `repeats` epochs after one warm-up epoch (FFCV's JIT, the page cache),
+    each timed after its first batch (the epoch start, which ImageNet's ~1,250 batches amortize)."""
     rates = []
     for i in range(repeats + 1):
+        it = iter(loader)
+        next(it)
         n, t0 = 0, time.perf_counter()
-        for images, _ in make_iter():
+        for images, _ in it:
             n += images.shape[0]
-        if i:  # the first pass warms up
+        if i:
             rates.append(n / (time.perf_counter() - t0))
     return statistics.median(rates)
 
 
-def torchvision_iter(root: Path, size: int, batch: int, workers: int):
+def torchvision_images_per_s(root: Path, size: int, batch: int, workers: int, repeats: int) -> float:
+    """Median images/s over `repeats` passes' worth of batches after one warm-up pass (worker start-up,
+    page cache), from one long epoch (bench.timing.steady_loader: the steady state)."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.RandomResizedCrop(size, antialias=True),
                              transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
     ds = datasets.ImageFolder(str(root / "train"), transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         drop_last=False, persistent_workers=workers > 0)
-    return lambda: iter(loader)
+    per_pass = max(len(ds) // batch, 1)
+    it = iter(steady_loader(ds, batch, workers, per_pass * (repeats + 1)))
+    rates = []
+    for i in range(repeats + 1):
+        n, t0 = 0, time.perf_counter()
+        for _ in range(per_pass):
+            n += next(it)[0].shape[0]
+        if i:
+            rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
 
 
 def main(argv=None) -> int:
@@ -87,8 +103,11 @@ def main(argv=None) -> int:
     for size in sizes:
         ffcv_loader = bs.loader("train", batch_size=a.batch, output_size=size,
                                 num_workers=a.workers, drop_last=False)
-        ffcv = images_per_s(lambda: iter(ffcv_loader), a.repeats)
-        tv = images_per_s(torchvision_iter(src, size, a.batch, a.workers), a.repeats)
+        if len(ffcv_loader) < 2:
+            raise SystemExit(f"error: --batch {a.batch}: {n_train} images make {len(ffcv_loader)} batch per "
+                             f"epoch; the timing needs at least 2")
+        ffcv = ffcv_images_per_s(ffcv_loader, a.repeats)
+        tv = torchvision_images_per_s(src, size, a.batch, a.workers, a.repeats)
         rows.append({"size": size, "beton": ffcv_loader.beton.path.name,
                      "mode": ffcv_loader.beton.mode, "ffcv_images_per_s": ffcv,
                      "torchvision_images_per_s": tv, "speedup": ffcv / tv})

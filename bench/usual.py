@@ -3,7 +3,8 @@
     python -m bench.usual --folder data/bench_loader/jpeg_2000 --sizes 64,128,224 [--batch 256]
     python -m bench.usual --device cpu --model vit_tiny_patch16_224 --sizes 32 --batch 8   # a smoke run
 
-torchvision `ImageFolder` + `DataLoader` (--workers processes, pinned memory) with PIL transforms
+torchvision `ImageFolder` + `DataLoader` (--workers processes, pinned memory, one long epoch: the
+steady state, see bench/timing.py) with PIL transforms
 (RandomResizedCrop, flip, ToTensor, Normalize), then timm's `vit_small_patch16_224` built at each
 size, AMP (bf16 autocast on CUDA), AdamW, non-blocking copies: the plain recipe of a timm or DeiT
 training script, without our betons, GPU augmentation or torch.compile. Images/s per size is the
@@ -23,18 +24,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.timing import steady_loader
 from pipeline.logs import environment, write_json
 
 
-def loader(folder: Path, size: int, batch: int, workers: int, pin: bool):
+def loader(folder: Path, size: int, batch: int, workers: int, pin: bool, batches: int):
+    """The DataLoader of a timm/DeiT script, handing out `batches` batches as one long epoch (the
+    steady state of ImageNet's long epochs; see bench.timing.steady_loader)."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([
         transforms.RandomResizedCrop(size, antialias=True), transforms.RandomHorizontalFlip(),
         transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     ds = datasets.ImageFolder(str(folder / "train"), transform=tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                                       pin_memory=pin, persistent_workers=workers > 0)
+    if len(ds) < batch:
+        raise SystemExit(f"error: --batch {batch} exceeds the {len(ds)} images of {folder / 'train'}")
+    return steady_loader(ds, batch, workers, batches, pin=pin)
 
 
 def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: int, steps: int, warmup: int,
@@ -45,16 +50,9 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
     for size in sizes:
         net = timm.create_model(model_name, num_classes=1000, img_size=size).to(device).train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
-        dl = loader(folder, size, batch, workers, pin=cuda)
-        if len(dl) < 1:
-            raise SystemExit(f"error: --batch {batch} exceeds the images of {folder / 'train'}")
-
-        def batches():
-            while True:
-                for x, y in dl:
-                    yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-        it = batches()
+        # enough batches that the timed steps never reach the epoch's end (the workers prefetch 2 each)
+        dl = loader(folder, size, batch, workers, pin=cuda, batches=warmup + repeats * steps + 2 * workers + 2)
+        it = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in dl)
 
         def step():
             x, y = next(it)
