@@ -23,7 +23,7 @@ out=${1:-${OUT:-results/gpu}}
 work=${WORK:-/tmp/vitday_bench}
 if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbing only
     images=${IMAGES:-60} classes=3 sizes=32,48 model_sizes=32,48 batch=8 workers=2 steps=2 repeats=1
-    model_args=(--device cpu --modes eager --dtype fp32 --repeats 2 --warmup 1)
+    model_args=(--config demo --device cpu --modes eager --repeats 2 --warmup 1)
     train_args=(--config demo --train.device=cpu --train.compile=off --data.val_batch_size=8)
     profile_args=(--config demo --train.device=cpu --train.compile=off --steps 1 --warmup 1)
     usual_args=(--model test_vit --device cpu)
@@ -31,7 +31,7 @@ if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbin
 else
     images=${IMAGES:-10000} classes=1000 sizes=${SIZES:-64,128,224} model_sizes=${MODEL_SIZES:-224,128,64,192,160}
     batch=${BATCH:-1024} workers=${WORKERS:-16} steps=20 repeats=5
-    model_args=(--repeats 20 --warmup 3)
+    model_args=(--config s16_24h --repeats 20 --warmup 3)  # the trainer's graphs: 224/128/64 come from the cache
     train_args=(--config s16_24h)
     profile_args=(--config s16_24h --steps 5 --warmup 3)
     usual_args=()

@@ -3,6 +3,7 @@
     python -m bench.model                                   # CUDA: vitday_small_patch16_local, 32..224 px
     python -m bench.model --device cpu                      # CPU quick default: pico/4 at 32, 64 px
     python -m bench.model --variant vitday_small_patch16 --sizes 64,128,224 --batch 256 --repeats 20
+    python -m bench.model --config s16_24h --sizes 224,128,64 --batch 1024   # as the trainer builds it
 
 One step = zero_grad, forward under autocast (bf16 on CUDA, fp32 on CPU unless --dtype), cross-entropy,
 backward; no optimizer step, no data loading (the batch already sits on the device). Warm-up steps absorb
@@ -15,6 +16,7 @@ Writes results/model_bench.json (after each size, `complete` false until the las
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -63,8 +65,9 @@ def time_steps(step, device: torch.device, warmup: int, repeats: int) -> tuple[f
     return warm_s, time_calls(step, device, repeats)
 
 
-def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, warmup: int, repeats: int) -> dict:
-    x = torch.randn(batch, 3, size, size, device=device)
+def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, warmup: int, repeats: int,
+               prepare=lambda x: x) -> dict:
+    x = prepare(torch.randn(batch, 3, size, size, device=device))
     y = torch.randint(0, num_classes, (batch,), device=device)
 
     def step():
@@ -92,27 +95,52 @@ def main(argv=None) -> dict:
     p.add_argument('--dtype', choices=('bf16', 'fp32'), default=None, help='autocast dtype; default bf16 on CUDA')
     p.add_argument('--num-classes', type=int, default=1000)
     p.add_argument('--peak-tflops', type=float, default=None, help='override the peak used for MFU')
+    p.add_argument('--config', default=None,
+                   help="build and compile the model as the trainer does for this config (its model, drop path, "
+                        "channels_last, precision, pipeline.train.compiled_forward), so the compiled graphs are "
+                        "the trainer's and inductor's cache serves those bench.train compiled; "
+                        "--section.key=value overrides follow")
     p.add_argument('--out', default='results/model_bench.json')
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if rest and not args.config:
+        p.error(f"unrecognized arguments: {' '.join(rest)} (config overrides need --config)")
 
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
-    variant = args.variant or ('vitday_small_patch16_local' if cuda else 'vitday_pico_patch4_local')
+    cfg = rt = None
+    if args.config:
+        from pipeline import config as C
+        from pipeline import train as T
+        cfg = C.parse_args(['--config', args.config, f'--train.device={device.type}', *rest]).cfg
+        rt = T.Runtime.from_config(cfg, device)
+        if args.dtype is None:
+            args.dtype = 'bf16' if rt.amp_dtype == torch.bfloat16 else 'fp32'
+    variant = cfg.model.name if cfg else args.variant or (
+        'vitday_small_patch16_local' if cuda else 'vitday_pico_patch4_local')
     sizes = [int(s) for s in args.sizes.split(',')] if args.sizes else (
         list(range(32, 225, 32)) if cuda else [32, 64])
     batch = args.batch or (256 if cuda else 16)
     repeats = args.repeats or (20 if cuda else 5)
     dtype = {'bf16': torch.bfloat16, 'fp32': torch.float32}[args.dtype or ('bf16' if cuda else 'fp32')]
     modes = args.modes.split(',')
-    if cuda:
+    if cuda and cfg is None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     # One static graph per resolution: allow a recompile for each size.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(sizes) + 2)
 
     torch.manual_seed(0)
-    net = timm.create_model(variant, num_classes=args.num_classes).to(device).train()
-    compiled = torch.compile(net, dynamic=False) if 'compiled' in modes else None
+    prepare = lambda x: x  # noqa: E731
+    if cfg is not None:  # as pipeline.train.build_training builds it, at the run's final size
+        net = T.build_model(cfg, args.num_classes, cfg.curriculum.resolutions[-1]).to(device)
+        if rt.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        net.train()
+        compiled = T.compiled_forward(net, dataclasses.replace(rt, compile=True)) if 'compiled' in modes else None
+        prepare = rt.prepare
+    else:
+        net = timm.create_model(variant, num_classes=args.num_classes).to(device).train()
+        compiled = torch.compile(net, dynamic=False) if 'compiled' in modes else None
     device_name, peak = peak_flops(device)
     if args.peak_tflops:
         peak = args.peak_tflops * 1e12
@@ -126,7 +154,7 @@ def main(argv=None) -> dict:
             'variant': variant, 'params': model.count_params(net), 'batch': batch, 'dtype': str(dtype),
             'repeats': repeats, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
             'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'timm': timm.__version__,
-            'python': platform.python_version(), 'complete': complete, 'rows': rows,
+            'python': platform.python_version(), 'config': args.config, 'complete': complete, 'rows': rows,
         }
 
     for size in sizes:
@@ -135,7 +163,7 @@ def main(argv=None) -> dict:
                'train_gflop_per_image': round(flops / 1e9, 4)}
         for mode in modes:
             r = bench_size(net, compiled if mode == 'compiled' else net, size, batch, args.num_classes,
-                           device, dtype, args.warmup, repeats)
+                           device, dtype, args.warmup, repeats, prepare)
             if peak:
                 r['mfu'] = round(flops * r['images_per_s'] / peak, 4)
             row[mode] = r

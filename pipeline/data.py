@@ -12,15 +12,28 @@ Pitfalls of FFCV this module handles:
   re-plans its buffers at the start of every epoch (ffcv-imagenet does the same).
 - Output buffers are reused from batch to batch: clone what you keep.
 - A Numba-JIT op after ToTensor on CPU can hang, so the pipelines end in torch ops only.
+- An epoch left early must close FFCV's epoch thread, which then decodes until its queue is full
+  before it sees the request; one still decoding when the interpreter exits aborts the process
+  ("terminate called without an active exception"), so exit waits for those (`_join_stopping`).
 """
 from __future__ import annotations
 
+import atexit
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
+
+_stopping = weakref.WeakSet()  # FFCV epoch threads told to stop (closed early), maybe still decoding
+
+
+@atexit.register
+def _join_stopping() -> None:
+    for thread in list(_stopping):
+        thread.join(timeout=30)
 
 DEFAULT_CROP_RATIO = 224 / 256  # centre crop of the val images, as in DeiT/ffcv-imagenet
 
@@ -237,6 +250,8 @@ class BetonLoader:
             # reference to itself while running, so it would otherwise wait on its full queue for the rest
             # of the run, keeping its batch buffers (pinned and device memory on CUDA).
             batches.close()
+            if batches.is_alive():
+                _stopping.add(batches)
 
 
 class _SkipHead:

@@ -55,7 +55,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert set(json.loads((out / "usual_bench.json").read_text())["results"]) == {"32", "48"}
     model = json.loads((out / "model_bench.json").read_text())
     assert [r["size"] for r in model["rows"]] == [32, 48] and all(r["eager"]["images_per_s"] > 0 for r in model["rows"])
-    assert model["complete"]
+    assert model["complete"] and model["config"] == "demo" and model["variant"] == "vitday_pico_patch4_local"
     assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
     assert "total" in (out / "plan.txt").read_text()
     assert " skipped" in (out / "gpu_tests.txt").read_text()  # the CUDA tests, collected, skipped on CPU
