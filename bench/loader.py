@@ -50,22 +50,26 @@ def ffcv_images_per_s(loader, repeats: int) -> float:
 
 
 def torchvision_images_per_s(root: Path, size: int, batch: int, workers: int, repeats: int) -> float:
-    """Median images/s over `repeats` passes' worth of batches after one warm-up pass (worker start-up,
-    page cache), from one long epoch (bench.timing.steady_loader: the steady state)."""
+    """Median images/s over `repeats` windows after a warm-up (worker start-up, page cache), from one
+    long epoch (bench.timing.steady_loader: the steady state). The workers start together and each
+    builds a whole batch, so batches come in bursts of `workers`: a window is a whole number of
+    bursts covering at least one pass over the folder, else it would catch a burst or a gap."""
     from torchvision import datasets, transforms
 
     tf = transforms.Compose([transforms.RandomResizedCrop(size, antialias=True),
                              transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
     ds = datasets.ImageFolder(str(root / "train"), transform=tf)
-    per_pass = max(len(ds) // batch, 1)
-    it = iter(steady_loader(ds, batch, workers, per_pass * (repeats + 1)))
+    burst = max(workers, 1)
+    window = burst * max(1, -(-(len(ds) // batch) // burst))
+    it = iter(steady_loader(ds, batch, workers, burst + window * repeats))
+    for _ in range(burst):
+        next(it)
     rates = []
-    for i in range(repeats + 1):
+    for _ in range(repeats):
         n, t0 = 0, time.perf_counter()
-        for _ in range(per_pass):
+        for _ in range(window):
             n += next(it)[0].shape[0]
-        if i:
-            rates.append(n / (time.perf_counter() - t0))
+        rates.append(n / (time.perf_counter() - t0))
     return statistics.median(rates)
 
 
@@ -100,6 +104,16 @@ def main(argv=None) -> int:
 
     rows = []
     bs = BetonSet(betons)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def summary(complete: bool) -> dict:
+        return {
+            "benchmark": "loader", "images": n_train, "batch": a.batch, "workers": a.workers,
+            "repeats": a.repeats, "writer_images_per_s": n_train * len(sizes) / write_s,
+            "writer_seconds": write_s, "complete": complete, "rows": rows,
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "python": platform.python_version(), "torch": torch.__version__},
+        }
     for size in sizes:
         ffcv_loader = bs.loader("train", batch_size=a.batch, output_size=size,
                                 num_workers=a.workers, drop_last=False)
@@ -111,14 +125,9 @@ def main(argv=None) -> int:
         rows.append({"size": size, "beton": ffcv_loader.beton.path.name,
                      "mode": ffcv_loader.beton.mode, "ffcv_images_per_s": ffcv,
                      "torchvision_images_per_s": tv, "speedup": ffcv / tv})
+        write_json(a.out, summary(False))  # a run stopped part way (time limit, shm) keeps the sizes done
 
-    result = {
-        "benchmark": "loader", "images": n_train, "batch": a.batch, "workers": a.workers,
-        "repeats": a.repeats, "writer_images_per_s": n_train * len(sizes) / write_s,
-        "writer_seconds": write_s, "rows": rows,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-    }
+    result = summary(True)
     print(f"\nloader benchmark: {n_train} images of ~500x375, batch {a.batch}, "
           f"{a.workers} workers, median of {a.repeats}")
     print(f"{'size':>5} {'beton':<16} {'ffcv img/s':>11} {'torchvision img/s':>18} {'speedup':>8}")
@@ -127,7 +136,6 @@ def main(argv=None) -> int:
               f"{r['torchvision_images_per_s']:>18.0f} {r['speedup']:>7.1f}x")
     print(f"writer: {result['writer_images_per_s']:.0f} images/s "
           f"({n_train} images x {len(sizes)} resolutions in {write_s:.1f} s)")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(a.out, result)
     print(f"wrote {a.out}")
     return 0

@@ -84,7 +84,8 @@ def collect(folder: Path) -> dict:
             "files": {n: (folder / n).is_file() for n in ("model_bench.json", "train_bench.json",
                                                           "loader_bench.json", "usual_bench.json")},
             # written after each size; complete false: the step was stopped (time limit) part way
-            "partial": [n for n, d in (("model_bench.json", model), ("train_bench.json", train))
+            "partial": [n for n, d in (("model_bench.json", model), ("train_bench.json", train),
+                                       ("loader_bench.json", loader), ("usual_bench.json", usual))
                         if d is not None and d.get("complete") is False],
             "rows": table, "targets": targets}
 

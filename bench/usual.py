@@ -43,7 +43,7 @@ def loader(folder: Path, size: int, batch: int, workers: int, pin: bool, batches
 
 
 def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: int, steps: int, warmup: int,
-          repeats: int, device: torch.device) -> dict:
+          repeats: int, device: torch.device, after_size=lambda results: None) -> dict:
     import timm
     cuda = device.type == "cuda"
     results = {}
@@ -75,6 +75,8 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
                 torch.cuda.synchronize()
             rates.append(steps * batch / (time.perf_counter() - t))
         results[str(size)] = {"images_per_s": statistics.median(rates), "samples": rates}
+        del it, dl  # the workers end before the next size's start
+        after_size(results)
         print(f"{size:>5} px  {results[str(size)]['images_per_s']:9.0f} img/s", file=sys.stderr, flush=True)
     return results
 
@@ -99,17 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(a.device)
     sizes = [int(s) for s in a.sizes.split(",")]
-    results = bench(a.folder, a.model, sizes, a.batch, a.workers, a.steps, a.warmup, a.repeats, device)
     env = environment(device)
-    out = {"benchmark": "usual", "device": env.get("gpu", {}).get("name") or str(device), "model": a.model,
-           "batch_size": a.batch, "workers": a.workers, "precision": "bf16" if device.type == "cuda" else "fp32",
-           "folder": str(a.folder), "steps": a.steps, "repeats": a.repeats, "results": results, "env": env}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def summary(results: dict, complete: bool) -> dict:
+        return {"benchmark": "usual", "device": env.get("gpu", {}).get("name") or str(device), "model": a.model,
+                "batch_size": a.batch, "workers": a.workers, "precision": "bf16" if device.type == "cuda" else "fp32",
+                "folder": str(a.folder), "steps": a.steps, "repeats": a.repeats, "complete": complete,
+                "results": results, "env": env}
+
+    # written after each size: a run stopped part way (time limit, /dev/shm) keeps the sizes done
+    results = bench(a.folder, a.model, sizes, a.batch, a.workers, a.steps, a.warmup, a.repeats, device,
+                    after_size=lambda r: write_json(a.out, summary(r, False)))
+    out = summary(results, True)
     print(f"usual way: {a.model}, torchvision ImageFolder + DataLoader ({a.workers} workers), batch {a.batch}, "
           f"{out['precision']}, device {out['device']}; median of {a.repeats} x {a.steps} steps")
     print(f"{'size':>5} {'img/s':>10}")
     for s, r in results.items():
         print(f"{s:>5} {r['images_per_s']:>10.0f}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(a.out, out)
     print(f"wrote {a.out}")
     return 0

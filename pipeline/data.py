@@ -12,28 +12,39 @@ Pitfalls of FFCV this module handles:
   re-plans its buffers at the start of every epoch (ffcv-imagenet does the same).
 - Output buffers are reused from batch to batch: clone what you keep.
 - A Numba-JIT op after ToTensor on CPU can hang, so the pipelines end in torch ops only.
-- An epoch left early must close FFCV's epoch thread, which then decodes until its queue is full
-  before it sees the request; one still decoding when the interpreter exits aborts the process
-  ("terminate called without an active exception"), so exit waits for those (`_join_stopping`).
+- An epoch left early must stop FFCV's epoch thread before anything else runs (`_stop_epoch`).
 """
 from __future__ import annotations
 
-import atexit
 import json
-import weakref
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-_stopping = weakref.WeakSet()  # FFCV epoch threads told to stop (closed early), maybe still decoding
 
+def _stop_epoch(epoch) -> None:
+    """Stop an FFCV 1.0.2 epoch thread (`EpochIterator`) left early, and wait until it has ended.
 
-@atexit.register
-def _join_stopping() -> None:
-    for thread in list(_stopping):
-        thread.join(timeout=30)
+    Left alone it holds a reference to itself and its batch buffers (pinned and device memory on
+    CUDA) for the rest of the run; `close()` alone lets it decode until its queue is full and only
+    then notice, so it would still be in Numba code while the next epoch's thread starts (Numba's
+    workqueue threading layer aborts on that) or when the interpreter exits (which aborted the
+    process: "terminate called without an active exception"). So: no further batch is started,
+    and a final `put(None)` (FFCV's has no timeout) blocked on a full queue gets room. The wait is
+    at most the batch in flight.
+    """
+    epoch.iter_ixes = iter(())  # no batch after the one in flight
+    epoch.close()  # a put that times out on the full queue then returns
+    while epoch.is_alive():
+        epoch.join(timeout=0.05)
+        if epoch.is_alive() and epoch.output_queue.full():
+            try:
+                epoch.output_queue.get_nowait()
+            except queue.Empty:
+                pass
 
 DEFAULT_CROP_RATIO = 224 / 256  # centre crop of the val images, as in DeiT/ffcv-imagenet
 
@@ -245,13 +256,8 @@ class BetonLoader:
             for b in batches:
                 self.batches_done += 1
                 yield b
-        finally:
-            # An epoch left early (a curriculum stage change) must stop FFCV's epoch thread: it holds a
-            # reference to itself while running, so it would otherwise wait on its full queue for the rest
-            # of the run, keeping its batch buffers (pinned and device memory on CUDA).
-            batches.close()
-            if batches.is_alive():
-                _stopping.add(batches)
+        finally:  # an epoch left early (a curriculum stage change, a benchmark window)
+            _stop_epoch(batches)
 
 
 class _SkipHead:

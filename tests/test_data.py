@@ -60,10 +60,13 @@ def test_train_loader_switches_size_and_beton(tiny_betons):
     assert len({tuple(o.tolist()) for o in orders}) > 1, "every epoch had the same order"
 
 
-def test_an_epoch_left_early_stops_ffcvs_thread(tiny_betons):
-    """A stage change leaves an epoch early: FFCV's epoch thread must end, not wait on its full queue
-    for the rest of the run holding its batch buffers (pinned and device memory on CUDA)."""
+@pytest.mark.parametrize("taken", [1, 11])  # 11 of 12: the last batch queued, FFCV's final put(None) blocked
+def test_an_epoch_left_early_stops_ffcvs_thread(tiny_betons, taken):
+    """A stage change leaves an epoch early: FFCV's epoch thread must have ended when the loop is
+    closed, not wait on its full queue for the rest of the run holding its batch buffers (pinned and
+    device memory on CUDA), nor still decode when the next epoch starts or the interpreter exits."""
     import threading
+    import time
 
     from ffcv.loader.epoch_iterator import EpochIterator
 
@@ -73,13 +76,12 @@ def test_an_epoch_left_early_stops_ffcvs_thread(tiny_betons):
     before = epoch_threads()
     ld = BetonSet(tiny_betons).loader("train", batch_size=2, output_size=16, num_workers=1, batches_ahead=1)
     it = iter(ld)
-    next(it)  # 12 batches, a queue of 1: the thread now waits to put the next ones
+    for _ in range(taken):  # 12 batches, a queue of 1: the thread now waits to put the next one
+        next(it)
+    time.sleep(0.5)
     mine = epoch_threads() - before
     assert len(mine) == 1
     it.close()
-    # what exit runs (atexit): a stopping thread still decoding at exit would abort the process
-    from pipeline import data
-    data._join_stopping()
     assert not any(t.is_alive() for t in mine)
 
 
