@@ -131,11 +131,8 @@ def main(argv=None) -> dict:
 
     torch.manual_seed(0)
     prepare = lambda x: x  # noqa: E731
-    if cfg is not None:  # as pipeline.train.build_training builds it, at the run's final size
-        net = T.build_model(cfg, args.num_classes, cfg.curriculum.resolutions[-1]).to(device)
-        if rt.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        net.train()
+    if cfg is not None:  # as the trainer builds it, at the run's final size
+        net = T.build_net(cfg, args.num_classes, cfg.curriculum.resolutions[-1], device, rt)
         compiled = T.compiled_forward(net, dataclasses.replace(rt, compile=True)) if 'compiled' in modes else None
         prepare = rt.prepare
     else:

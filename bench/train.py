@@ -127,11 +127,12 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
         first.close()
         dev = [timed(lambda: step(images, labels), steps) for _ in range(repeats)]
         load = [in_epoch(lambda b: None, window) for _ in range(repeats)]
+        e2e_rates, load_rates = [r for r, _ in e2e], [r for r, _ in load]
         results[str(res)] = {
-            "end_to_end": statistics.median(r for r, _ in e2e), "on_device": statistics.median(dev),
-            "loader": statistics.median(r for r, _ in load),
+            "end_to_end": statistics.median(e2e_rates), "on_device": statistics.median(dev),
+            "loader": statistics.median(load_rates),
             "epoch_start_s": {"end_to_end": epoch_start(e2e), "loader": epoch_start(load)},
-            "samples": {"end_to_end": [r for r, _ in e2e], "on_device": dev, "loader": [r for r, _ in load]},
+            "samples": {"end_to_end": e2e_rates, "on_device": dev, "loader": load_rates},
             "train_gflop_per_image": 3 * vit.forward_flops(net, res) / 1e9,
         }
         if out_path is not None:

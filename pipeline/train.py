@@ -110,6 +110,14 @@ def build_optimizer(net: nn.Module, cfg: C.Config, device: torch.device) -> torc
                              fused=device.type == "cuda")
 
 
+def build_net(cfg: C.Config, num_classes: int, img_size: int, device: torch.device, rt: "Runtime") -> nn.Module:
+    """The model as a run trains it: on the device, channels_last when `rt` says so, in train mode."""
+    net = build_model(cfg, num_classes, img_size=img_size).to(device)
+    if rt.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net.train()
+
+
 def build_training(cfg: C.Config, num_classes: int, img_size: int, device: torch.device, rt: "Runtime",
                    aug_seed: int):
     """What a training step needs: the model (on the device, channels_last when `rt` says so, in
@@ -118,10 +126,7 @@ def build_training(cfg: C.Config, num_classes: int, img_size: int, device: torch
     Returns (net, opt, params, aug); compile the forward with `compiled_forward` (after any DDP wrap).
     """
     from pipeline.augment import BatchAugment
-    net = build_model(cfg, num_classes, img_size=img_size).to(device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net.train()
+    net = build_net(cfg, num_classes, img_size, device, rt)
     opt = build_optimizer(net, cfg, device)
     params = [p for p in net.parameters() if p.requires_grad]
     return net, opt, params, BatchAugment(cfg.augment, num_classes=num_classes, device=device, seed=aug_seed)
