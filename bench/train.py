@@ -122,7 +122,7 @@ def bench(cfg: C.Config, resolutions: list[int], steps: int, warmup: int, repeat
         loader.set_output_size(res)
         in_epoch(lambda b: step(*b), min(warmup, window))  # compile at this size, FFCV JIT, allocator
         e2e = [in_epoch(lambda b: step(*b), window) for _ in range(repeats)]
-        first = iter(loader)
+        first = T.batches(loader, rt.threads)  # torch's thread count back after FFCV's epoch start
         images, labels = (t.clone() for t in to_device(next(first)))
         first.close()
         dev = [timed(lambda: step(images, labels), steps) for _ in range(repeats)]
