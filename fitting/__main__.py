@@ -3,13 +3,18 @@
     python -m fitting fit TABLE --x COL --y COL --curve COL[,COL...] [--split-col COL]
         [--forms bnsl,m1,m2,m3,m4] [--breaks auto|0..3] [--workers N] --out FITS.arrow [--plots DIR]
     python -m fitting runs RUN_DIR... --x images_seen --y error [--holdout-frac 0.3] --out FITS.arrow [--plots DIR]
+    python -m fitting budget RUN_DIR... [--x budget_s] [--y error] [--check 1] [--at 1,2,4,8]
+        --out PREDICTIONS.arrow [--fits FITS.arrow] [--plots DIR]
 
 Writes one row per curve and form (Arrow IPC file, written to a temporary name and renamed), prints
-a summary per form (mean RMSLE, wins) and the failed curves with their reasons.
+a summary per form (mean RMSLE, wins) and the failed curves with their reasons. `budget` takes one point
+per finished run (its budget and final error), fits the runs of each recipe as one curve and predicts
+what larger budgets would give (fitting/budget.py says why a run's own curve cannot).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -17,7 +22,7 @@ import time
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from fitting import batch, tables
+from fitting import batch, budget, tables
 from fitting.fit import ALL_FORMS
 
 
@@ -52,6 +57,16 @@ def _breaks(s: str):
     raise argparse.ArgumentTypeError(f"--breaks must be auto or 0..3, not {s!r}")
 
 
+def _multiples(s: str) -> list[float]:
+    try:
+        vals = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"--at must be positive numbers separated by commas, not {s!r}")
+    return vals
+
+
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--forms", type=_forms, default=list(ALL_FORMS), help="comma list (default: all)")
     p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
@@ -77,7 +92,19 @@ def main(argv=None) -> int:
     pr.add_argument("--y", default="error", choices=tables.RUN_Y)
     pr.add_argument("--holdout-frac", type=float, default=0.3, help="last fraction of evals held out")
     _common(pr)
+    pb = sub.add_parser("budget", help="final points of one recipe's runs at several budgets: fit, predict more")
+    pb.add_argument("run_dirs", nargs="+")
+    pb.add_argument("--x", default="budget_s", choices=budget.BUDGET_X)
+    pb.add_argument("--y", default="error", choices=list(budget.BUDGET_Y))
+    pb.add_argument("--check", type=int, default=1,
+                    help="fit without this many largest budgets first and predict them (0: no check)")
+    pb.add_argument("--at", type=_multiples, default=[1.0, 2.0, 4.0, 8.0],
+                    help="predict at these multiples of the largest budget (default 1,2,4,8)")
+    pb.add_argument("--fits", default=None, help="also write the fits on all points (parameters) here")
+    _common(pb)
     args = ap.parse_args(argv)
+    if args.cmd == "budget":
+        return _budget(args)
 
     t0 = time.perf_counter()
     try:
@@ -109,6 +136,31 @@ def main(argv=None) -> int:
         print(f"failed: {reason}")
     n_ok = sum(r.ok for rs in results for r in rs)
     return 0 if n_ok else 1
+
+
+def _budget(args) -> int:
+    try:
+        curves, skipped = budget.budget_curves(args.run_dirs, args.x, args.y, args.check)
+    except tables.TableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    if not curves:
+        print(f"error: none of the {len(args.run_dirs)} run directories is a finished run", file=sys.stderr)
+        return 2
+    fulls = batch.fit_curves([c.full for c in curves], args.forms, args.breaks, args.workers)
+    checks = (batch.fit_curves([c.check for c in curves], args.forms, args.breaks, args.workers)
+              if args.check else [[] for _ in curves])
+    write_arrow(budget.predictions_table(curves, checks, fulls, args.at), args.out)
+    if args.fits:
+        write_arrow(batch.results_table([c.full for c in curves], fulls), args.fits)
+    if args.plots:
+        from fitting.plots import plot_all
+        plot_all([c.full for c in curves], fulls, args.plots, extend=max(args.at + [1.0]))
+    print(budget.format_report(curves, checks, fulls, args.at))
+    print(f"-> {args.out}")
+    return 0 if any(r.ok for rs in fulls for r in rs) else 1
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ def _draw(ax, curve: Curve, results: list[FitResult], extend: float = 2.0):
     ax.legend(fontsize=6)
 
 
-def plot_curve(curve: Curve, results: list[FitResult], path: str):
-    """One PNG: data (filled: fit, open: held out), each form's fit (solid) and extrapolation (dashed)."""
+def plot_curve(curve: Curve, results: list[FitResult], path: str, extend: float = 2.0):
+    """One PNG: data (filled: fit, open: held out), each form's fit (solid) and extrapolation (dashed) to
+    `extend` times the largest x."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    _draw(ax, curve, results)
+    _draw(ax, curve, results, extend)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -59,7 +60,8 @@ def safe_name(curve: Curve) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(str(v) for v in curve.key.values()) or "curve").strip("_")
 
 
-def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, grid: bool = True) -> list[str]:
+def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, grid: bool = True,
+             extend: float = 2.0) -> list[str]:
     """One PNG per curve in out_dir, plus grid.png with all of them when grid is true; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths, seen = [], {}
@@ -71,7 +73,7 @@ def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, 
         if seen[name] > 1:
             name += f"_{seen[name]}"
         p = os.path.join(out_dir, name + ".png")
-        plot_curve(c, rs, p)
+        plot_curve(c, rs, p, extend)
         paths.append(p)
     ok = [(c, rs) for c, rs in zip(curves, results) if not c.error]
     if grid and len(ok) > 1:
@@ -79,7 +81,7 @@ def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, 
         rows = math.ceil(len(ok) / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
         for ax, (c, rs) in zip(axes.ravel(), ok):
-            _draw(ax, c, rs)
+            _draw(ax, c, rs, extend)
         for ax in axes.ravel()[len(ok):]:
             ax.axis("off")
         fig.tight_layout()

@@ -1,0 +1,250 @@
+"""What more budget would buy: the final results of one recipe's runs at several budgets, fit and extrapolated.
+
+A run's own evaluation curve is no scaling curve: its learning rate decays and its curriculum switches at
+fractions of its budget, so the same recipe with twice the budget is a different run at every point, and
+the single run's curve bends where its own schedule ends. Runs of one recipe at different budgets
+(`--train.budget_s`, `--train.budget_h` or `--train.epochs`) each give one point, (budget, final error);
+those points are the scaling curve BNSL and M1-M4 fit (Caballero et al. 2022 fit such end-of-training
+points too). Here:
+- a run is one point: x from its summary.json (`budget_s`, `images_seen`, `flops_seen`, `epochs`), y its
+  final error (1 - top-1), top-5 error or validation loss; only runs that finished their plan count;
+- runs are grouped into curves by their config.json, ignoring the budget, the seed (repeats at one budget
+  are averaged) and the keys that do not change what is trained (`pipeline.config.RESUME_SAFE`);
+- `check`: each form is fit without the largest budget(s) and scored on them (did it predict a run it
+  did not see?); then fit on every point and evaluated at multiples of the largest budget.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from fitting.fit import FitResult
+from fitting.tables import Curve, TableError, _mean_by_x, check_curve
+
+BUDGET_X = ("budget_s", "images_seen", "flops_seen", "epochs")
+BUDGET_Y = {"error": "final_top1", "top5_error": "final_top5", "loss": "final_val_loss"}
+# Config keys that say how much to train, not what: they vary along a budget curve.
+SCALE_KEYS = frozenset({"train.budget_s", "train.budget_h", "train.epochs", "train.seed"})
+
+
+@dataclass
+class RunPoint:
+    """One finished run: where it is (`dir`), its flattened config and its final (x, y)."""
+    dir: str
+    config: dict
+    x: float
+    y: float
+
+
+@dataclass
+class BudgetCurve:
+    """One recipe's runs. `check` fits all but the `n_check` largest x and holds those out; `full` fits all."""
+    key: dict
+    runs: list[RunPoint]
+    check: Curve
+    full: Curve
+    skipped: list[str] = field(default_factory=list)
+
+
+def _flatten(cfg: dict) -> dict:
+    return {f"{sec}.{k}": json.dumps(v, sort_keys=True) for sec, vals in cfg.items() if isinstance(vals, dict)
+            for k, v in vals.items()}
+
+
+def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
+    """The final point of one finished run directory.
+
+    Raises:
+        TableError: one line naming the run and what is missing, or why the run is no point of a budget
+            curve (not finished under its plan: stopped, failed, cut short by train.max_steps).
+    """
+    if x not in BUDGET_X:
+        raise TableError(f"--x must be one of {', '.join(BUDGET_X)}, not {x!r}")
+    if y not in BUDGET_Y:
+        raise TableError(f"--y must be one of {', '.join(BUDGET_Y)}, not {y!r}")
+    docs = {}
+    for name in ("summary.json", "config.json"):
+        path = os.path.join(run_dir, name)
+        try:
+            with open(path) as f:
+                docs[name] = json.load(f)
+        except FileNotFoundError:
+            raise TableError(f"{path}: no such file (not a finished trainer run)") from None
+        except (OSError, ValueError) as e:
+            raise TableError(f"{path}: not readable JSON ({e})") from None
+        if not isinstance(docs[name], dict):
+            raise TableError(f"{path}: expected a JSON object")
+    s, path = docs["summary.json"], os.path.join(run_dir, "summary.json")
+    if s.get("status") != "ok" or s.get("stop_reason") not in ("budget", "epochs"):
+        raise TableError(f"{path}: status {s.get('status')!r}, stop reason {s.get('stop_reason')!r}: "
+                         "only a run that finished its budget or epochs is a point (resume it first)")
+    if x == "budget_s" and not s.get("budget_s"):
+        raise TableError(f"{path}: no wall-clock budget (an epoch plan); use --x images_seen or epochs")
+    for field_name in (x, BUDGET_Y[y]):
+        v = s.get(field_name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise TableError(f"{path}: field {field_name!r} is {v!r}, expected a finite number")
+    v = float(s[BUDGET_Y[y]])
+    return RunPoint(dir=run_dir, config=_flatten(docs["config.json"]), x=float(s[x]),
+                    y=1.0 - v if y in ("error", "top5_error") else v)
+
+
+def _ignored() -> frozenset:
+    from pipeline.config import RESUME_SAFE  # imports torch: only when runs are grouped
+    return RESUME_SAFE | SCALE_KEYS
+
+
+def group_runs(points: list[RunPoint]) -> list[tuple[dict, list[RunPoint]]]:
+    """Runs of the same recipe together, in order of first appearance.
+
+    Returns:
+        (key, runs) pairs; key holds the config keys whose values differ between groups (as written in
+        config.json), or the model name when there is one group.
+    """
+    ignored = _ignored()
+    groups: dict[tuple, list[RunPoint]] = {}
+    for p in points:
+        sig = tuple(sorted((k, v) for k, v in p.config.items() if k not in ignored))
+        groups.setdefault(sig, []).append(p)
+    sigs = [dict(s) for s in groups]
+    all_keys = sorted({k for s in sigs for k in s})
+    differ = [k for k in all_keys if len({s.get(k) for s in sigs}) > 1]
+    out = []
+    for sig, runs in zip(sigs, groups.values()):
+        names = differ or ["model.name"]
+        out.append(({k: json.loads(sig[k]) if k in sig else None for k in names}, runs))
+    return out
+
+
+def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
+                  n_check: int = 1) -> tuple[list[BudgetCurve], list[str]]:
+    """Read run directories into budget curves.
+
+    Args:
+        run_dirs: trainer run directories; those that are no point are skipped with a reason.
+        x, y: see BUDGET_X and BUDGET_Y.
+        n_check: how many of the largest distinct x of each curve the check fit holds out.
+
+    Returns:
+        The curves and the skipped runs' one-line reasons.
+    """
+    if n_check < 0:
+        raise TableError(f"--check must be >= 0, not {n_check}")
+    points, skipped = [], []
+    for d in run_dirs:
+        try:
+            points.append(read_point(d, x, y))
+        except TableError as e:
+            if str(e).startswith("--"):
+                raise
+            skipped.append(str(e))
+    curves = []
+    for key, runs in group_runs(points):
+        xs = np.array([r.x for r in runs])
+        ys = np.array([r.y for r in runs])
+        full = check_curve(Curve(key=key, x_fit=xs, y_fit=ys, x_name=x, y_name=y))
+        check = Curve(key=key, x_fit=xs, y_fit=ys, x_name=x, y_name=y, error=full.error)
+        if full.error is None:
+            full.x_fit, full.y_fit = _mean_by_x(xs, ys)
+            ux = full.x_fit
+            cut = ux[-n_check] if 0 < n_check < len(ux) else (np.inf if n_check == 0 else -np.inf)
+            held = xs >= cut
+            check = check_curve(Curve(key=key, x_fit=xs[~held], y_fit=ys[~held], x_heldout=xs[held],
+                                      y_heldout=ys[held], x_name=x, y_name=y))
+            if check.error is None:
+                check.x_fit, check.y_fit = _mean_by_x(check.x_fit, check.y_fit)
+                check.x_heldout, check.y_heldout = _mean_by_x(check.x_heldout, check.y_heldout)
+        curves.append(BudgetCurve(key=key, runs=runs, check=check, full=full))
+    return curves, skipped
+
+
+def predictions_table(curves: list[BudgetCurve], checks: list[list[FitResult]], fulls: list[list[FitResult]],
+                      multiples: list[float]) -> pa.Table:
+    """One row per curve, form and x: `kind` check (fit without the largest budgets, at those budgets, with
+    the measured y) or predict (fit on every run, at `multiples` of the largest budget)."""
+    key_names = list(dict.fromkeys(k for c in curves for k in c.key))
+    cols: dict[str, list] = {k: [] for k in key_names}
+    names = ["runs", "form", "n_breaks", "kind", "x_name", "x", "multiple", "y_name", "y_pred", "y_measured",
+             "rmsle_fit", "rmsle_check", "status", "reason"]
+    cols.update({k: [] for k in names})
+
+    def row(c, r, kind, x, mult, y_pred, y_meas, rmsle_check):
+        for k in key_names:
+            cols[k].append(None if c.key.get(k) is None else str(c.key[k]))
+        vals = [len(c.runs), r.form, r.n_breaks, kind, c.full.x_name, x, mult, c.full.y_name, y_pred, y_meas,
+                None if math.isnan(r.rmsle_fit) else r.rmsle_fit, rmsle_check, r.status, r.reason]
+        for k, v in zip(names, vals):
+            cols[k].append(v)
+
+    for c, rc, rf in zip(curves, checks, fulls):
+        top = float(c.full.x_fit.max()) if c.full.error is None else math.nan
+        for r in rc:
+            if not r.ok:
+                if c.check.x_heldout.size or c.check.error:
+                    row(c, r, "check", None, None, None, None, None)
+                continue
+            for xh, yh in zip(c.check.x_heldout, c.check.y_heldout):
+                row(c, r, "check", float(xh), float(xh) / top, float(r.predict([xh])[0]), float(yh),
+                    None if math.isnan(r.rmsle_heldout) else r.rmsle_heldout)
+        for r in rf:
+            if not r.ok:
+                row(c, r, "predict", None, None, None, None, None)
+                continue
+            for m in multiples:
+                row(c, r, "predict", top * m, m, float(r.predict([top * m])[0]), None, None)
+    types = {"runs": pa.int32(), "n_breaks": pa.int32(), "x": pa.float64(), "multiple": pa.float64(),
+             "y_pred": pa.float64(), "y_measured": pa.float64(), "rmsle_fit": pa.float64(),
+             "rmsle_check": pa.float64()}
+    schema = pa.schema([pa.field(k, types.get(k, pa.string())) for k in cols])
+    return pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}, schema=schema)
+
+
+def _show(y_name: str, y: float) -> str:
+    """Errors as the accuracy a reader expects (top-1 %), losses as they are."""
+    if y is None or (isinstance(y, float) and math.isnan(y)):
+        return "-"
+    return f"{100 * (1 - y):.2f}" if y_name in ("error", "top5_error") else f"{y:.4f}"
+
+
+def format_report(curves: list[BudgetCurve], checks, fulls, multiples: list[float]) -> str:
+    """Per curve: the measured points, the check (predicted vs measured at the held-out budgets) and the
+    predictions at each multiple of the largest budget, one line per form."""
+    lines = []
+    for c, rc, rf in zip(curves, checks, fulls):
+        y_name = c.full.y_name
+        what = {"error": "top-1 %", "top5_error": "top-5 %"}.get(y_name, y_name)
+        name = ", ".join(f"{k}={v}" for k, v in c.key.items())
+        lines.append(f"curve ({name}): {len(c.runs)} runs; x = {c.full.x_name}, shown: {what}")
+        if c.full.error:
+            lines.append(f"  not fit: {c.full.error}")
+            continue
+        lines.append("  measured: " + ", ".join(f"{x:g}: {_show(y_name, y)}" for x, y in zip(c.full.x_fit, c.full.y_fit)))
+        if c.check.error:
+            lines.append(f"  check: not possible ({c.check.error})")
+        elif c.check.x_heldout.size:
+            lines.append(f"  check, fit without x >= {c.check.x_heldout.min():g} "
+                         f"({len(c.check.x_fit)} points left): predicted vs measured")
+            for r in rc:
+                if not r.ok:
+                    lines.append(f"    {r.form:<5} failed: {r.reason}")
+                    continue
+                pred = r.predict(c.check.x_heldout)
+                lines.append(f"    {r.form:<5} " + ", ".join(
+                    f"{x:g}: {_show(y_name, float(p))} vs {_show(y_name, float(m))}"
+                    for x, p, m in zip(c.check.x_heldout, pred, c.check.y_heldout)))
+        top = float(c.full.x_fit.max())
+        head = "  ".join(f"{m:g}x={top * m:.4g}".rjust(14) for m in multiples)
+        lines.append(f"  predicted, fit on all {len(c.full.x_fit)} points:")
+        lines.append(f"    {'form':<5} {'n':>2} {head}")
+        for r in rf:
+            if not r.ok:
+                lines.append(f"    {r.form:<5} failed: {r.reason}")
+                continue
+            vals = "  ".join(_show(y_name, float(r.predict([top * m])[0])).rjust(14) for m in multiples)
+            lines.append(f"    {r.form:<5} {'' if r.n_breaks is None else r.n_breaks:>2} {vals}")
+    return "\n".join(lines)

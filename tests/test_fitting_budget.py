@@ -1,0 +1,129 @@
+"""python -m fitting budget: one point per finished run, runs grouped by recipe, check and predictions."""
+import json
+
+import numpy as np
+import pyarrow.ipc as ipc
+import pytest
+
+from fitting.__main__ import main
+from fitting.budget import budget_curves, read_point
+from fitting.tables import TableError
+from pipeline.config import load_config, to_dict
+
+
+def true_error(budget_s, lr):
+    """A known law per recipe: M2 (BNSL without breaks), a = 0.08, b = 1.5, c = -0.45 (and a worse lr)."""
+    return (0.08 if lr == 3e-3 else 0.12) + 1.5 * budget_s ** -0.45
+
+
+def write_run(d, budget_s=0.0, lr=3e-3, seed=0, top1=None, status="ok", stop_reason="budget", epochs=0.0,
+              data_dir="data/demo/betons", **summary):
+    d.mkdir(parents=True)
+    cfg = to_dict(load_config("demo"))
+    cfg["train"].update(budget_s=budget_s, epochs=epochs, seed=seed)
+    cfg["optim"]["lr"] = lr
+    cfg["data"]["dir"] = data_dir
+    (d / "config.json").write_text(json.dumps(cfg))
+    s = {"status": status, "stop_reason": stop_reason, "budget_s": budget_s, "images_seen": int(500 * budget_s),
+         "flops_seen": 2e7 * 500 * budget_s, "epochs": budget_s / 120,
+         "final_top1": 1 - true_error(budget_s, lr) if top1 is None else top1,
+         "final_top5": 0.99, "final_val_loss": 0.4}
+    s.update(summary)
+    (d / "summary.json").write_text(json.dumps(s))
+    return d
+
+
+def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
+    budgets = [10, 20, 40, 80, 160, 320]
+    dirs = [write_run(tmp_path / f"b{b}", b, data_dir="/elsewhere" if b == 40 else "data/demo/betons")
+            for b in budgets]
+    # a repeat at 320 s with another seed: averaged with the first (error 0.01 above and below the law)
+    e320 = true_error(320, 3e-3)
+    write_run(tmp_path / "b320s1", 320, seed=1, top1=1 - (e320 + 0.01))
+    (tmp_path / "b320" / "summary.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "b320" / "summary.json").read_text()), "final_top1": 1 - (e320 - 0.01)}))
+    dirs.append(tmp_path / "b320s1")
+    dirs += [write_run(tmp_path / f"lr{b}", b, lr=1e-3) for b in (10, 40, 160, 640)]
+    dirs.append(write_run(tmp_path / "stopped", 1000, status="stopped", stop_reason="signal"))
+    (tmp_path / "not_a_run").mkdir()
+    dirs.append(tmp_path / "not_a_run")
+    out, fits = tmp_path / "pred.arrow", tmp_path / "fits.arrow"
+    rc = main(["budget", *map(str, dirs), "--forms", "bnsl,m2", "--at", "1,2,4", "--check", "1", "--workers", "1",
+               "--out", str(out), "--fits", str(fits), "--plots", str(tmp_path / "plots")])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "skipped: " in cap.err and "stopped" in cap.err and "not_a_run" in cap.err
+    assert "optim.lr=0.003" in cap.out and "optim.lr=0.001" in cap.out
+    d = ipc.open_file(str(out)).read_all().to_pydict()
+    assert set(d["optim.lr"]) == {"0.003", "0.001"}  # data.dir and seed do not split a recipe
+    rows = list(zip(d["optim.lr"], d["form"], d["kind"], d["x"], d["multiple"], d["y_pred"], d["y_measured"],
+                    d["runs"], d["status"]))
+    assert all(r[-1] == "ok" for r in rows)
+    assert {r[7] for r in rows if r[0] == "0.003"} == {7} and {r[7] for r in rows if r[0] == "0.001"} == {4}
+    for lr, form, kind, x, mult, y_pred, y_meas, _, _ in rows:
+        lr = float(lr)
+        if kind == "check":  # fit without the largest budget, predicted at it
+            top = 320 if lr == 3e-3 else 640
+            assert x == top and mult == 1.0
+            assert y_meas == pytest.approx(true_error(top, lr), abs=1e-9)  # the two seeds averaged
+            assert y_pred == pytest.approx(y_meas, rel=0.02), (lr, form)
+        else:
+            top = 320 if lr == 3e-3 else 640
+            assert x == pytest.approx(top * mult) and y_meas is None
+            assert y_pred == pytest.approx(true_error(x, lr), rel=0.02), (lr, form, mult)
+    kinds = [(r[0], r[1], r[2]) for r in rows]
+    assert kinds.count(("0.003", "bnsl", "check")) == 1 and kinds.count(("0.003", "m2", "predict")) == 3
+    f = ipc.open_file(str(fits)).read_all().to_pydict()
+    assert f["form"] == ["bnsl", "m2", "bnsl", "m2"] and f["n_fit"] == [6, 6, 4, 4]
+    assert f["a"][1] == pytest.approx(0.08, abs=0.005)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["0.001.png", "0.003.png", "grid.png"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_budget_one_recipe_images_x_and_report(tmp_path, capsys):
+    dirs = [write_run(tmp_path / f"e{e}", 0.0, epochs=e, stop_reason="epochs", images_seen=60000 * e,
+                      top1=1 - true_error(60 * e, 3e-3)) for e in (1, 2, 4, 8)]
+    rc = main(["budget", *map(str, dirs), "--x", "images_seen", "--forms", "m1,m2", "--check", "0",
+               "--out", str(tmp_path / "p.arrow")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "model.name=vitday_pico_patch4_local" in text and "x = images_seen" in text
+    assert "check" not in text  # --check 0: no check
+    d = ipc.open_file(str(tmp_path / "p.arrow")).read_all().to_pydict()
+    assert set(d["kind"]) == {"predict"} and d["x"][:4] == [480000.0, 960000.0, 1920000.0, 3840000.0]
+    # the epoch-planned runs have no wall-clock budget: --x budget_s says so per run
+    rc = main(["budget", *map(str, dirs), "--out", str(tmp_path / "q.arrow")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and not (tmp_path / "q.arrow").exists()
+    assert all("no wall-clock budget" in line for line in err[:-1]) and len(err) == 5
+    assert err[-1] == "error: none of the 4 run directories is a finished run"
+
+
+def test_budget_too_few_runs_and_bad_input(tmp_path, capsys):
+    a = write_run(tmp_path / "a", 100)
+    b = write_run(tmp_path / "b", 200)
+    curves, skipped = budget_curves([str(a), str(b)], n_check=1)
+    assert not skipped and curves[0].full.error is None
+    assert "no fit rows" not in (curves[0].check.error or "")  # one point left: a single x value
+    assert "single value" in curves[0].check.error
+    rc = main(["budget", str(a), str(b), "--forms", "m2", "--out", str(tmp_path / "p.arrow")])
+    out = capsys.readouterr().out
+    assert rc == 1 and "check: not possible" in out and "2 points < 3 parameters" in out
+    (tmp_path / "a" / "summary.json").write_text('{"status": "ok", "stop_reason": "budget", "budget_s": 100, '
+                                                 '"final_top1": NaN}')
+    with pytest.raises(TableError, match=r"a/summary.json: field 'final_top1' is nan, expected a finite number"):
+        read_point(str(a))
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    with pytest.raises(TableError, match=r"b/summary.json: not readable JSON"):
+        read_point(str(b))
+    with pytest.raises(SystemExit):
+        main(["budget", str(a), "--at", "0,2", "--out", str(tmp_path / "p.arrow")])
+    assert "--at must be positive numbers" in capsys.readouterr().err
+
+
+def test_budget_single_points_are_not_lost_with_check(tmp_path):
+    """--check larger than the curve: every point held out, the check says so; the full fit is untouched."""
+    dirs = [str(write_run(tmp_path / f"r{b}", b)) for b in (10, 20, 40)]
+    curves, _ = budget_curves(dirs, n_check=5)
+    assert curves[0].check.error.endswith("no fit rows") and len(curves[0].full.x_fit) == 3
+    assert np.allclose(curves[0].full.y_fit, [true_error(b, 3e-3) for b in (10, 20, 40)])
