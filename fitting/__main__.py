@@ -57,6 +57,18 @@ def _breaks(s: str):
     raise argparse.ArgumentTypeError(f"--breaks must be auto or 0..3, not {s!r}")
 
 
+def check_outputs(out: str, plots: str | None = None, *more: str | None) -> None:
+    """Refuse output paths that would fail after the fitting or overwrite each other (TableError, one line)."""
+    files = [p for p in (out, *more) if p]
+    for p in files:
+        if os.path.isdir(p):
+            raise tables.TableError(f"{p}: is a directory, expected an output file path")
+    if len({os.path.realpath(p) for p in files}) < len(files):
+        raise tables.TableError(f"{', '.join(files)}: two outputs name the same file")
+    if plots and os.path.exists(plots) and not os.path.isdir(plots):
+        raise tables.TableError(f"{plots}: exists and is not a directory (--plots)")
+
+
 def _multiples(s: str) -> list[float]:
     try:
         vals = [float(v) for v in s.split(",") if v.strip()]
@@ -108,6 +120,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
+        check_outputs(args.out, args.plots)
         if args.cmd == "fit":
             key = [c.strip() for c in args.curve.split(",") if c.strip()]
             curves = tables.curves_from_table(tables.read_table(args.table), args.x, args.y, key,
@@ -124,10 +137,14 @@ def main(argv=None) -> int:
         return 2
 
     results = batch.fit_curves(curves, args.forms, args.breaks, args.workers)
-    write_arrow(batch.results_table(curves, results), args.out)
-    if args.plots:
-        from fitting.plots import plot_all  # matplotlib only when plots are asked for
-        plot_all(curves, results, args.plots)
+    try:
+        write_arrow(batch.results_table(curves, results), args.out)
+        if args.plots:
+            from fitting.plots import plot_all  # matplotlib only when plots are asked for
+            plot_all(curves, results, args.plots)
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     print(f"{len(curves)} curves, forms {','.join(args.forms)}, {time.perf_counter() - t0:.2f} s -> {args.out}")
     print(batch.format_summary(batch.summary(results)))
@@ -140,6 +157,7 @@ def main(argv=None) -> int:
 
 def _budget(args) -> int:
     try:
+        check_outputs(args.out, args.plots, args.fits)
         curves, skipped = budget.budget_curves(args.run_dirs, args.x, args.y, args.check)
     except tables.TableError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -152,13 +170,17 @@ def _budget(args) -> int:
     fulls = batch.fit_curves([c.full for c in curves], args.forms, args.breaks, args.workers)
     checks = (batch.fit_curves([c.check for c in curves], args.forms, args.breaks, args.workers)
               if args.check else [[] for _ in curves])
-    write_arrow(budget.predictions_table(curves, checks, fulls, args.at), args.out)
-    if args.fits:
-        write_arrow(batch.results_table([c.full for c in curves], fulls), args.fits)
-    if args.plots:
-        from fitting.plots import plot_all
-        plot_all([c.full for c in curves], fulls, args.plots, extend=max(args.at + [1.0]))
     print(budget.format_report(curves, checks, fulls, args.at))
+    try:
+        write_arrow(budget.predictions_table(curves, checks, fulls, args.at), args.out)
+        if args.fits:
+            write_arrow(batch.results_table([c.full for c in curves], fulls), args.fits)
+        if args.plots:
+            from fitting.plots import plot_all
+            plot_all([c.full for c in curves], fulls, args.plots, extend=max(args.at + [1.0]))
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"-> {args.out}")
     return 0 if any(r.ok for rs in fulls for r in rs) else 1
 

@@ -8,8 +8,11 @@ those points are the scaling curve BNSL and M1-M4 fit (Caballero et al. 2022 fit
 points too). Here:
 - a run is one point: x from its summary.json (`budget_s`, `images_seen`, `flops_seen`, `epochs`), y its
   final error (1 - top-1), top-5 error or validation loss; only runs that finished their plan count;
-- runs are grouped into curves by their config.json, ignoring the budget, the seed (repeats at one budget
-  are averaged) and the keys that do not change what is trained (`pipeline.config.RESUME_SAFE`);
+- runs are grouped into curves by their config.json, ignoring the budget, the seed and the keys that do
+  not change what is trained (`pipeline.config.RESUME_SAFE`); with x = budget_s the hardware decides
+  what a second buys, so there the device, the process count and the speed settings split curves too;
+- repeats (runs of one curve at the same nominal budget: `budget_s`, or `train.epochs` for an epoch plan)
+  are one point, x and y averaged, whatever x is;
 - `check`: each form is fit without the largest budget(s) and scored on them (did it predict a run it
   did not see?); then fit on every point and evaluated at multiples of the largest budget.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -30,28 +33,41 @@ BUDGET_X = ("budget_s", "images_seen", "flops_seen", "epochs")
 BUDGET_Y = {"error": "final_top1", "top5_error": "final_top5", "loss": "final_val_loss"}
 # Config keys that say how much to train, not what: they vary along a budget curve.
 SCALE_KEYS = frozenset({"train.budget_s", "train.budget_h", "train.epochs", "train.seed"})
+# Resume-safe keys that still change how much a second of the budget trains.
+SPEED_KEYS = frozenset({"train.device", "train.compile", "train.threads", "data.num_workers",
+                        "data.batches_ahead"})
 
 
 @dataclass
 class RunPoint:
-    """One finished run: where it is (`dir`), its flattened config and its final (x, y)."""
+    """One finished run: where it is (`dir`), its flattened config, its final (x, y), its nominal budget
+    (`budget_s`, or `train.epochs` of an epoch plan: repeats share it) and the hardware it ran on."""
     dir: str
     config: dict
     x: float
     y: float
+    nominal: float = math.nan
+    hardware: tuple = ()
 
 
 @dataclass
 class BudgetCurve:
-    """One recipe's runs. `check` fits all but the `n_check` largest x and holds those out; `full` fits all."""
+    """One recipe's runs. `check` fits all but the `n_check` largest budgets and holds those out; `full`
+    fits all (repeats at one budget averaged into one point)."""
     key: dict
     runs: list[RunPoint]
     check: Curve
     full: Curve
-    skipped: list[str] = field(default_factory=list)
 
 
 def _flatten(cfg: dict) -> dict:
+    """section.key -> JSON text; through the current Config first, so a run written before a key was added
+    compares equal to one with that key at its default (the raw dict if it no longer parses)."""
+    from pipeline.config import ConfigError, from_dict, to_dict  # imports torch: only when runs are read
+    try:
+        cfg = to_dict(from_dict(cfg))
+    except (ConfigError, TypeError, ValueError, AttributeError):
+        pass
     return {f"{sec}.{k}": json.dumps(v, sort_keys=True) for sec, vals in cfg.items() if isinstance(vals, dict)
             for k, v in vals.items()}
 
@@ -85,31 +101,38 @@ def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
                          "only a run that finished its budget or epochs is a point (resume it first)")
     if x == "budget_s" and not s.get("budget_s"):
         raise TableError(f"{path}: no wall-clock budget (an epoch plan); use --x images_seen or epochs")
+    if x == "budget_s" and s.get("stop_reason") != "budget":
+        raise TableError(f"{path}: stopped at its train.epochs cap before its budget, so budget_s overstates "
+                         "its training; use --x images_seen")
     for field_name in (x, BUDGET_Y[y]):
         v = s.get(field_name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise TableError(f"{path}: field {field_name!r} is {v!r}, expected a finite number")
     v = float(s[BUDGET_Y[y]])
-    return RunPoint(dir=run_dir, config=_flatten(docs["config.json"]), x=float(s[x]),
-                    y=1.0 - v if y in ("error", "top5_error") else v)
+    config = _flatten(docs["config.json"])
+    nominal = s.get("budget_s") or json.loads(config.get("train.epochs", "NaN"))
+    sessions = s.get("sessions") if isinstance(s.get("sessions"), list) else []
+    world = sessions[-1].get("world") if sessions and isinstance(sessions[-1], dict) else None
+    return RunPoint(dir=run_dir, config=config, x=float(s[x]), y=1.0 - v if y in ("error", "top5_error") else v,
+                    nominal=float(nominal), hardware=(("device", s.get("device")), ("world", world)))
 
 
-def _ignored() -> frozenset:
-    from pipeline.config import RESUME_SAFE  # imports torch: only when runs are grouped
-    return RESUME_SAFE | SCALE_KEYS
-
-
-def group_runs(points: list[RunPoint]) -> list[tuple[dict, list[RunPoint]]]:
+def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[dict, list[RunPoint]]]:
     """Runs of the same recipe together, in order of first appearance.
 
+    Args:
+        by_hardware: also split by device, process count and speed settings (for x = budget_s).
+
     Returns:
-        (key, runs) pairs; key holds the config keys whose values differ between groups (as written in
-        config.json), or the model name when there is one group.
+        (key, runs) pairs; key holds the config keys (and hardware) whose values differ between groups (as
+        written in config.json), or the model name when there is one group.
     """
-    ignored = _ignored()
+    from pipeline.config import RESUME_SAFE
+    ignored = (RESUME_SAFE - SPEED_KEYS if by_hardware else RESUME_SAFE) | SCALE_KEYS
     groups: dict[tuple, list[RunPoint]] = {}
     for p in points:
-        sig = tuple(sorted((k, v) for k, v in p.config.items() if k not in ignored))
+        hw = tuple((k, json.dumps(v)) for k, v in p.hardware) if by_hardware else ()
+        sig = tuple(sorted([(k, v) for k, v in p.config.items() if k not in ignored] + list(hw)))
         groups.setdefault(sig, []).append(p)
     sigs = [dict(s) for s in groups]
     all_keys = sorted({k for s in sigs for k in s})
@@ -135,8 +158,12 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
     """
     if n_check < 0:
         raise TableError(f"--check must be >= 0, not {n_check}")
-    points, skipped = [], []
+    points, skipped, seen = [], [], set()
     for d in run_dirs:
+        real = os.path.realpath(d)
+        if real in seen:  # the same run named twice would weigh twice
+            continue
+        seen.add(real)
         try:
             points.append(read_point(d, x, y))
         except TableError as e:
@@ -144,21 +171,18 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
                 raise
             skipped.append(str(e))
     curves = []
-    for key, runs in group_runs(points):
-        xs = np.array([r.x for r in runs])
-        ys = np.array([r.y for r in runs])
+    for key, runs in group_runs(points, by_hardware=x == "budget_s"):
+        # one point per nominal budget: repeats averaged in x and y (their images_seen differ)
+        budgets = sorted({r.nominal for r in runs})
+        xs = np.array([np.mean([r.x for r in runs if r.nominal == b]) for b in budgets])
+        ys = np.array([np.mean([r.y for r in runs if r.nominal == b]) for b in budgets])
         full = check_curve(Curve(key=key, x_fit=xs, y_fit=ys, x_name=x, y_name=y))
         check = Curve(key=key, x_fit=xs, y_fit=ys, x_name=x, y_name=y, error=full.error)
         if full.error is None:
+            n_fit = len(xs) - min(n_check, len(xs))  # the largest budgets held out
+            check = check_curve(Curve(key=key, x_fit=xs[:n_fit], y_fit=ys[:n_fit], x_heldout=xs[n_fit:],
+                                      y_heldout=ys[n_fit:], x_name=x, y_name=y))
             full.x_fit, full.y_fit = _mean_by_x(xs, ys)
-            ux = full.x_fit
-            cut = ux[-n_check] if 0 < n_check < len(ux) else (np.inf if n_check == 0 else -np.inf)
-            held = xs >= cut
-            check = check_curve(Curve(key=key, x_fit=xs[~held], y_fit=ys[~held], x_heldout=xs[held],
-                                      y_heldout=ys[held], x_name=x, y_name=y))
-            if check.error is None:
-                check.x_fit, check.y_fit = _mean_by_x(check.x_fit, check.y_fit)
-                check.x_heldout, check.y_heldout = _mean_by_x(check.x_heldout, check.y_heldout)
         curves.append(BudgetCurve(key=key, runs=runs, check=check, full=full))
     return curves, skipped
 

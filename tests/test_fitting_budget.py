@@ -1,5 +1,6 @@
 """python -m fitting budget: one point per finished run, runs grouped by recipe, check and predictions."""
 import json
+import os
 
 import numpy as np
 import pyarrow.ipc as ipc
@@ -17,17 +18,21 @@ def true_error(budget_s, lr):
 
 
 def write_run(d, budget_s=0.0, lr=3e-3, seed=0, top1=None, status="ok", stop_reason="budget", epochs=0.0,
-              data_dir="data/demo/betons", **summary):
+              data_dir="data/demo/betons", device="cpu", world=1, drop_key=None, **summary):
     d.mkdir(parents=True)
     cfg = to_dict(load_config("demo"))
     cfg["train"].update(budget_s=budget_s, epochs=epochs, seed=seed)
     cfg["optim"]["lr"] = lr
     cfg["data"]["dir"] = data_dir
+    if drop_key:  # a run written before that key existed
+        sec, key = drop_key.split(".")
+        del cfg[sec][key]
     (d / "config.json").write_text(json.dumps(cfg))
     s = {"status": status, "stop_reason": stop_reason, "budget_s": budget_s, "images_seen": int(500 * budget_s),
          "flops_seen": 2e7 * 500 * budget_s, "epochs": budget_s / 120,
          "final_top1": 1 - true_error(budget_s, lr) if top1 is None else top1,
-         "final_top5": 0.99, "final_val_loss": 0.4}
+         "final_top5": 0.99, "final_val_loss": 0.4, "device": device,
+         "sessions": [{"step": 0, "checkpoint": None, "world": world}]}
     s.update(summary)
     (d / "summary.json").write_text(json.dumps(s))
     return d
@@ -35,8 +40,8 @@ def write_run(d, budget_s=0.0, lr=3e-3, seed=0, top1=None, status="ok", stop_rea
 
 def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
     budgets = [10, 20, 40, 80, 160, 320]
-    dirs = [write_run(tmp_path / f"b{b}", b, data_dir="/elsewhere" if b == 40 else "data/demo/betons")
-            for b in budgets]
+    dirs = [write_run(tmp_path / f"b{b}", b, data_dir="/elsewhere" if b == 40 else "data/demo/betons",
+                      drop_key="augment.erase_mode" if b == 80 else None) for b in budgets]
     # a repeat at 320 s with another seed: averaged with the first (error 0.01 above and below the law)
     e320 = true_error(320, 3e-3)
     write_run(tmp_path / "b320s1", 320, seed=1, top1=1 - (e320 + 0.01))
@@ -47,6 +52,7 @@ def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
     dirs.append(write_run(tmp_path / "stopped", 1000, status="stopped", stop_reason="signal"))
     (tmp_path / "not_a_run").mkdir()
     dirs.append(tmp_path / "not_a_run")
+    dirs.append(f"{dirs[0]}/")  # the same run twice counts once
     out, fits = tmp_path / "pred.arrow", tmp_path / "fits.arrow"
     rc = main(["budget", *map(str, dirs), "--forms", "bnsl,m2", "--at", "1,2,4", "--check", "1", "--workers", "1",
                "--out", str(out), "--fits", str(fits), "--plots", str(tmp_path / "plots")])
@@ -54,6 +60,7 @@ def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "skipped: " in cap.err and "stopped" in cap.err and "not_a_run" in cap.err
     assert "optim.lr=0.003" in cap.out and "optim.lr=0.001" in cap.out
+    assert "6 runs" not in cap.out and "7 runs" in cap.out  # b10 named twice, counted once
     d = ipc.open_file(str(out)).read_all().to_pydict()
     assert set(d["optim.lr"]) == {"0.003", "0.001"}  # data.dir and seed do not split a recipe
     rows = list(zip(d["optim.lr"], d["form"], d["kind"], d["x"], d["multiple"], d["y_pred"], d["y_measured"],
@@ -71,6 +78,8 @@ def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
             top = 320 if lr == 3e-3 else 640
             assert x == pytest.approx(top * mult) and y_meas is None
             assert y_pred == pytest.approx(true_error(x, lr), rel=0.02), (lr, form, mult)
+    check = next(r for r in rows if r[:3] == ("0.003", "bnsl", "check"))
+    assert f"bnsl  320: {100 * (1 - check[5]):.2f} vs {100 * (1 - check[6]):.2f}" in cap.out  # report = table
     kinds = [(r[0], r[1], r[2]) for r in rows]
     assert kinds.count(("0.003", "bnsl", "check")) == 1 and kinds.count(("0.003", "m2", "predict")) == 3
     f = ipc.open_file(str(fits)).read_all().to_pydict()
@@ -127,3 +136,43 @@ def test_budget_single_points_are_not_lost_with_check(tmp_path):
     curves, _ = budget_curves(dirs, n_check=5)
     assert curves[0].check.error.endswith("no fit rows") and len(curves[0].full.x_fit) == 3
     assert np.allclose(curves[0].full.y_fit, [true_error(b, 3e-3) for b in (10, 20, 40)])
+
+
+def test_budget_repeats_and_hardware(tmp_path, capsys):
+    """Repeats at one budget are one point whatever x is, and the check holds out budgets, not x values;
+    with x = budget_s a run on other hardware is another curve, with x = images_seen it is not."""
+    dirs = [write_run(tmp_path / f"b{b}", b) for b in (10, 20, 40, 80)]
+    dirs.append(write_run(tmp_path / "b80s1", 80, seed=1, images_seen=38000))  # 40,000 for the first
+    dirs.append(write_run(tmp_path / "gpu80", 80, device="NVIDIA H200", top1=0.95, images_seen=40000 * 30))
+    dirs.append(write_run(tmp_path / "b80x2", 80, world=2, top1=0.9))
+    dirs.append(write_run(tmp_path / "capped", 160, stop_reason="epochs"))  # hit train.epochs first
+    curves, skipped = budget_curves(list(map(str, dirs)), "budget_s", n_check=1)
+    assert len(skipped) == 1 and "train.epochs cap" in skipped[0]
+    assert [len(c.runs) for c in curves] == [5, 1, 1]
+    assert curves[1].key == {"device": "NVIDIA H200", "world": 1} and curves[2].key["world"] == 2
+    cpu = curves[0]
+    assert list(cpu.full.x_fit) == [10, 20, 40, 80] and list(cpu.check.x_heldout) == [80]
+    assert cpu.check.y_heldout[0] == pytest.approx(true_error(80, 3e-3))
+    curves, skipped = budget_curves([str(d) for d in dirs if d.name not in ("gpu80", "b80x2", "capped")],
+                                    "images_seen", n_check=1)
+    assert not skipped and len(curves) == 1 and len(curves[0].runs) == 5
+    c = curves[0]
+    assert list(c.full.x_fit) == [5000, 10000, 20000, 39000]  # the two 80 s runs: one point
+    assert list(c.check.x_heldout) == [39000] and list(c.check.x_fit) == [5000, 10000, 20000]  # no repeat leaks
+    curves, skipped = budget_curves([str(d) for d in dirs], "images_seen", n_check=1)
+    assert not skipped and len(curves) == 1 and len(curves[0].runs) == 8  # any hardware, and the capped run
+
+
+def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
+    dirs = [str(write_run(tmp_path / f"b{b}", b)) for b in (10, 20, 40, 80)]
+    p = str(tmp_path / "p.arrow")
+    (tmp_path / "afile").write_text("x")
+    for extra, what in ((["--out", p, "--fits", p], "two outputs name the same file"),
+                        (["--out", str(tmp_path)], "is a directory"),
+                        (["--out", p, "--plots", str(tmp_path / "afile")], "is not a directory")):
+        assert main(["budget", *dirs, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("error: ") and what in err, err
+    assert not os.path.exists(p)
+    assert main(["fit", str(tmp_path / "afile"), "--x", "a", "--y", "b", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
