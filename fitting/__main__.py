@@ -105,9 +105,11 @@ def main(argv=None) -> int:
     pr.add_argument("--holdout-frac", type=float, default=0.3, help="last fraction of evals held out")
     _common(pr)
     pb = sub.add_parser("budget", help="final points of one recipe's runs at several budgets: fit, predict more")
-    pb.add_argument("run_dirs", nargs="+")
-    pb.add_argument("--x", default="budget_s", choices=budget.BUDGET_X)
-    pb.add_argument("--y", default="error", choices=list(budget.BUDGET_Y))
+    pb.add_argument("run_dirs", nargs="+", help="finished trainer run directories (others are skipped, with why)")
+    pb.add_argument("--x", default="budget_s", choices=budget.BUDGET_X,
+                    help="the budget axis, from each run's summary.json (default budget_s)")
+    pb.add_argument("--y", default="error", choices=list(budget.BUDGET_Y),
+                    help="error = 1 - final top-1 (default), top5_error, or the final val loss")
     pb.add_argument("--check", type=int, default=1,
                     help="fit without this many largest budgets first and predict them (0: no check)")
     pb.add_argument("--at", type=_multiples, default=[1.0, 2.0, 4.0, 8.0],
