@@ -6,7 +6,9 @@
 A checkpoint counts only once its .json is there and its bytes hash to the recorded sha256, so
 a file cut short by `kill -9`, a full disk or a flipped bit is never mistaken for a good one:
 `load_latest` warns and falls back to the previous checkpoint. Files are written under a
-temporary name and renamed; the last `keep` checkpoints are kept. Loading uses
+temporary name and renamed; the last `keep` checkpoints are kept, and any of a higher step (the
+ones a resume skipped as unusable: a future this run no longer has) are renamed aside to
+`*.abandoned` so they can neither crowd out new checkpoints nor be resumed from. Loading uses
 `torch.load(weights_only=True)`: a checkpoint cannot run code.
 """
 from __future__ import annotations
@@ -89,9 +91,16 @@ def save(ckpt_dir: str | os.PathLike, step: int, payload: dict[str, Any], keep: 
         good = [p.name for p in listing(d) if p != path and _sidecar(p).is_file()]
         prev = f"previous checkpoint {good[0]} intact" if good else "no earlier checkpoint"
         raise CheckpointError(f"{path}: not written ({e.strerror or e}); {prev}") from None
+    for p in listing(d):
+        if int(_NAME.match(p.name).group(1)) > step:
+            for f in (p, _sidecar(p)):
+                if f.exists():
+                    os.replace(f, f.with_name(f.name + ".abandoned"))
     for old in listing(d)[keep:]:
         old.unlink(missing_ok=True)
         _sidecar(old).unlink(missing_ok=True)
+    for stale in d.glob(".ckpt-*.partial"):  # left by a process killed mid-write (ours are renamed by now)
+        stale.unlink(missing_ok=True)
     return path
 
 

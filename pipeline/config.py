@@ -381,7 +381,11 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def from_dict(d: dict[str, Any]) -> Config:
     """Inverse of to_dict (e.g. a run's config.json); unknown keys are errors."""
     cfg = Config()
+    if not isinstance(d, dict):
+        raise ConfigError(f"config: expected an object of sections ({', '.join(SECTIONS)}), got {type(d).__name__}")
     for sec, values in d.items():
+        if sec in SECTIONS and not isinstance(values, dict):
+            raise ConfigError(f"{sec}: expected an object of key: value, got {type(values).__name__}")
         if sec not in SECTIONS:
             raise ConfigError(f"{sec}: unknown section (sections: {', '.join(SECTIONS)})")
         for name, value in values.items():
@@ -464,6 +468,7 @@ class Args:
     config_name: str | None
     help: bool = False
     resume: bool = False  # run_dir holds the run to continue
+    force: bool = False  # with resume: plan changes allowed, and a run without a usable checkpoint restarts
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -500,10 +505,18 @@ def parse_args(argv: list[str]) -> Args:
             raise ConfigError("--resume: takes the config and run directory of the run it continues; "
                               "drop --config and --run-dir")
         saved = Path(resume) / "config.json"
+        if not Path(resume).exists():
+            raise ConfigError(f"--resume: {resume} not found (not a run directory)")
+        if not Path(resume).is_dir():
+            raise ConfigError(f"--resume: {resume} is not a directory (give the run directory)")
         try:
             cfg = from_dict(json.loads(saved.read_text()))
         except FileNotFoundError:
             raise ConfigError(f"--resume: {saved} not found (not a run directory)") from None
+        except OSError as e:
+            raise ConfigError(f"--resume: {saved}: cannot read ({e.strerror or e})") from None
+        except ConfigError as e:
+            raise ConfigError(f"--resume: {saved}: {e}") from None
         except ValueError as e:
             raise ConfigError(f"--resume: {saved}: {str(e).splitlines()[0]}") from None
         run_dir, name = resume, None
@@ -526,4 +539,4 @@ def parse_args(argv: list[str]) -> Args:
         if changed:
             raise ConfigError(f"--resume: overrides change the run's plan ({'; '.join(changed)}); "
                               f"add --force to continue with them")
-    return Args(cfg, run_dir, name, want_help, resume=resume is not None)
+    return Args(cfg, run_dir, name, want_help, resume=resume is not None, force="force" in opts)

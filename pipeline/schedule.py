@@ -107,6 +107,18 @@ def strength_at(pos: float, *, start: float, end: float, ramp_end: float) -> flo
     return start + (end - start) * u
 
 
+def next_point(pos: float, every: float, scheduled: float) -> float:
+    """The next evaluation or checkpoint position after `pos` for a period `every` set on resume: the
+    first multiple of `every` past `pos`, or the point the old period `scheduled` if that comes sooner
+    and is still ahead.
+
+    Args:
+        pos: the clock position now; every: the new period (> 0); scheduled: the old next point.
+    """
+    first = (math.floor(pos / every) + 1) * every
+    return min(first, scheduled) if scheduled > pos else first
+
+
 def paper_curriculum(first: int = 32, last: int = 224, step_px: int = 32, every: float = 5.0):
     """(starts, resolutions) of the paper: `first` px for `every` epochs, +`step_px` each `every`
     epochs up to `last` (32 px for epochs 0-4, ..., 224 px from epoch 30)."""

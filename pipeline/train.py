@@ -357,6 +357,8 @@ class State:
 def check_run_dir(run_dir: Path) -> None:
     """Refuse a directory that already holds a run (never overwrite logs)."""
     found = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if ckpt.listing(run_dir / "checkpoints"):  # a new run's checkpoints would be pruned in favour of these
+        found.append("checkpoints/")
     if found:
         raise RunDirError(f"{run_dir} already holds a run ({', '.join(found)}); "
                           f"choose a new --run-dir, remove it, or continue it with --resume {run_dir}")
@@ -374,8 +376,12 @@ class StopRequest:
 
     def __init__(self):
         self.signum = 0
+        self.checkpointed = False  # the stop's checkpoint is written: what is left is the logs
 
     def __call__(self, signum, frame):
+        if self.signum and self.checkpointed:
+            print(f"\nsignal {signum}: the checkpoint is written; finishing the logs", file=sys.stderr)
+            return
         if self.signum:
             raise KeyboardInterrupt(f"signal {signum} (second)")
         self.signum = signum
@@ -393,13 +399,15 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped by a signal with a checkpoint written;
 
 # ---------------------------------------------------------------------------- the run
 
-def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force: bool = False) -> dict[str, Any]:
     """Train per `cfg`, writing logs to `run_dir`; returns the summary dict.
 
     Args:
         cfg: the resolved config.
         run_dir: where logs and checkpoints go; must not hold a run unless `resume`.
         resume: continue the run in `run_dir` from its newest good checkpoint.
+        force: with resume, start again from step 0 when checkpoints exist but none is usable
+            (otherwise that is a RunDirError: the logs are not cut back to step 0 unasked).
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 writes the files.
     Raises NonFiniteLossError (logs kept) if the loss becomes NaN or infinite, CheckpointError
@@ -410,12 +418,19 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     import model as vit
 
     C.validate(cfg)
+    STOP.checkpointed = False
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.json").is_file():
             raise RunDirError(f"{run_dir}: no run to resume (config.json not found)")
     else:
         check_run_dir(run_dir)
+    try:  # before the setup's seconds: a run dir that cannot be written fails now, in one line
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK) or not os.access(run_dir / "checkpoints", os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise RunDirError(f"{run_dir}: cannot write the run there ({e.strerror or e})") from None
     t_wall0 = time.perf_counter()
     tc, oc, cc = cfg.train, cfg.optim, cfg.curriculum
     dd = Dist.from_env()
@@ -445,12 +460,22 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
 
     # -- model, optimizer, augmentation; then the checkpoint to continue from
     net, opt, params, aug = build_training(cfg, bset.num_classes, final_res, device, rt, aug_seed=tc.seed + dd.rank)
+    # caught here, not at the first step or the final evaluation (timm's PatchEmbed, wrapped or not)
+    patch = next(m.patch_size[0] for m in net.modules() if hasattr(m, "patch_size"))
+    for key, sizes in (("curriculum.resolutions", cc.resolutions), ("train.eval_resolution", [eval_res])):
+        bad = [r for r in sizes if r % patch]
+        if bad:
+            raise C.ConfigError(f"{key}: {', '.join(map(str, bad))} px not a multiple of the patch size {patch} "
+                                f"of {cfg.model.name}")
     ck, ck_name = None, None
     if resume:
         # on the CPU: the RNG states must stay there (set_rng_state takes CPU byte tensors only);
         # load_state_dict copies weights and optimizer state to their parameters' device
         found = ckpt.load_latest(run_dir / "checkpoints", map_location="cpu",
                                  warn=lambda m: say(m, file=sys.stderr))
+        if found is None and ckpt.listing(run_dir / "checkpoints") and not force:
+            raise RunDirError(f"{run_dir / 'checkpoints'}: no usable checkpoint (each is reported above); nothing "
+                              f"changed: add --force to start this run again from step 0 (its logs are cut back)")
         if found is None:
             say(f"warning: {run_dir / 'checkpoints'} holds no usable checkpoint: the run starts again "
                 f"from step 0", file=sys.stderr)
@@ -515,8 +540,11 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
             ("epochs done", epoch_cap and st.step >= epoch_cap), ("max_steps", tc.max_steps and st.step >= tc.max_steps)]
             if cond]
         if done:
+            how = {"budget spent": "--force with a larger train.budget_s or train.budget_h",
+                   "epochs done": "--force with a larger train.epochs",
+                   "max_steps": "a larger train.max_steps"}[done[0]]
             raise RunDirError(f"{run_dir}: the run is complete at step {st.step} ({done[0]}); nothing to resume "
-                              f"(extend it: a larger train.max_steps, or --force with a larger budget or epoch count)")
+                              f"(extend it: {how})")
 
     # -- run files (rank 0): a resumed run keeps the rows its checkpoint covers, no more
     env = environment(device)
@@ -534,7 +562,10 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
     if dd.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         C.save(cfg, run_dir / "config.json")
-        write_json(run_dir / ("env.json" if not resume else f"env-resume-{len(st.sessions) - 1}.json"), env)
+        k = len(st.sessions) - 1  # a session that died before its first checkpoint left its K behind
+        while resume and (run_dir / f"env-resume-{k}.json").exists():
+            k += 1
+        write_json(run_dir / ("env.json" if not resume else f"env-resume-{k}.json"), env)
         if resume:
             steps_log = ArrowLog.resume(run_dir / "steps.arrow", STEPS_SCHEMA, st.step, flush_rows=1)
             evals_log = ArrowLog.resume(run_dir / "evals.arrow", EVALS_SCHEMA, st.step, flush_rows=1)
@@ -561,6 +592,11 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
         res = st.epoch_res
         train_loader.resume(st.data_epoch, st.data_batch)
     last_lr = lr_of(start_pos)
+    if ck:  # a period changed on resume applies from now, not from the old schedule's next point
+        old = ck["config"]["train"]
+        for every, attr, key in ((tc.eval_every, "next_eval", "eval_every"), (tc.ckpt_every, "next_ckpt", "ckpt_every")):
+            if every > 0 and every != old.get(key):
+                setattr(st, attr, S.next_point(start_pos, every, getattr(st, attr)))
     last_ckpt = {"step": st.step if ck else -1, "mono": time.monotonic()}
     ckpt_dir = run_dir / "checkpoints"
 
@@ -749,6 +785,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False) -> di
         if stop_reason != "signal":
             final = run_eval()
         save_checkpoint()
+        STOP.checkpointed = True
     except BaseException as e:
         error = e
         clock.stop()
@@ -849,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             check_run_dir(run_dir)
         if main_rank:
             print(f"{'resuming' if args.resume else 'run dir'}: {run_dir}", file=sys.stderr)
-        summary = train(args.cfg, run_dir, resume=args.resume)
+        summary = train(args.cfg, run_dir, resume=args.resume, force=args.force)
     except (C.ConfigError, RunDirError, NonFiniteLossError, ckpt.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, C.ConfigError) else 1

@@ -18,6 +18,7 @@ import torch
 
 from pipeline import checkpoint as ckpt
 from pipeline import config as C
+from pipeline import schedule as S
 from pipeline import train as T
 from pipeline.logs import read_table
 from tests.test_train import NanAfter, tiny_cfg
@@ -34,9 +35,9 @@ def det_cfg(betons, **over) -> C.Config:
 def no_pending_signal():
     """No stop request leaks between tests, and T.main's handlers are put back."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    T.STOP.signum = 0
+    T.STOP.signum, T.STOP.checkpointed = 0, False
     yield
-    T.STOP.signum = 0
+    T.STOP.signum, T.STOP.checkpointed = 0, False
     for sig, h in handlers.items():
         signal.signal(sig, h)
 
@@ -97,6 +98,22 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, damage
     assert path.name == "ckpt-000000001.pt" and torch.equal(ck["w"], torch.ones(1000))
     assert len(warnings) == 1 and "ckpt-000000002.pt" in warnings[0] and "previous" in warnings[0]
     assert "\n" not in warnings[0]
+
+
+def test_save_sets_higher_steps_aside_and_clears_partials(tmp_path):
+    """After a resume from step 2 (steps 3 and 4 unusable), checkpoint 3 of the new session must not be pruned
+    in favour of the old 3 and 4, nor may those be resumed from later: they are renamed aside."""
+    d = tmp_path / "ck"
+    for step in (2, 3, 4):
+        ckpt.save(d, step, {"w": torch.full((3,), float(step))})
+    (d / "ckpt-000000004.pt").write_bytes(b"junk")  # unusable; 3 left usable but of the abandoned future
+    (d / ".ckpt-000000009.pt.partial").write_bytes(b"half")  # a kill -9 mid-write
+    ckpt.save(d, 3, {"w": torch.full((3,), 30.0)}, keep=2)
+    assert [p.name for p in ckpt.listing(d)] == ["ckpt-000000003.pt", "ckpt-000000002.pt"]
+    assert sorted(p.name for p in d.iterdir() if "abandoned" in p.name) == [
+        "ckpt-000000004.json.abandoned", "ckpt-000000004.pt.abandoned"]
+    assert not list(d.glob(".*partial"))
+    assert torch.equal(ckpt.load_latest(d)[1]["w"], torch.full((3,), 30.0))
 
 
 def test_disk_full_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -226,6 +243,81 @@ def test_resume_from_a_corrupt_checkpoint_uses_the_previous_one(warm, tmp_path, 
     err = capsys.readouterr().err
     assert "warning: checkpoint" in err and "ckpt-000000008.pt" in err and "truncated" in err
     check_matches_uninterrupted(run, full)  # rows 7-8 of the first session replaced, none doubled
+
+
+def test_resume_without_a_usable_checkpoint_needs_force(warm, tmp_path, capsys):
+    run = tmp_path / "run"
+    T.train(det_cfg(warm, train__max_steps=7), run)  # checkpoints 3, 6, 7
+    for p in ckpt.listing(run / "checkpoints"):
+        data = p.read_bytes()
+        p.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    before = [r["step"] for r in rows(run)]
+    with pytest.raises(T.RunDirError, match=r"no usable checkpoint .* nothing changed: add --force"):
+        T.train(det_cfg(warm, train__max_steps=10), run, resume=True)
+    assert [r["step"] for r in rows(run)] == before == list(range(1, 8))  # logs untouched
+    capsys.readouterr()
+    s = T.train(det_cfg(warm, train__max_steps=5), run, resume=True, force=True)  # from step 0 again
+    assert s["steps"] == 5 and [r["step"] for r in rows(run)] == [1, 2, 3, 4, 5]
+    # the new checkpoints stay (not pruned for the corrupt 6 and 7, which are set aside)
+    assert [p.name for p in ckpt.listing(run / "checkpoints")] == ["ckpt-000000005.pt", "ckpt-000000003.pt"]
+    assert ckpt.verify(run / "checkpoints" / "ckpt-000000003.pt") is None
+
+
+def test_a_new_run_refuses_a_dir_with_leftover_checkpoints(warm, tmp_path):
+    run = tmp_path / "run"
+    T.train(det_cfg(warm, train__max_steps=3), run)
+    for f in T.RUN_FILES:
+        (run / f).unlink()
+    with pytest.raises(T.RunDirError, match=r"already holds a run \(checkpoints/\)"):
+        T.train(det_cfg(warm), run)
+
+
+def test_a_period_changed_on_resume_applies_at_once(warm, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    stop_at(monkeypatch, 2)
+    T.train(det_cfg(warm, train__ckpt_every=0.5), run)  # 12 steps; checkpoints would be at 6, 12
+    monkeypatch.undo()
+    T.STOP.signum = 0
+    # every 1/8 from step 2 (progress 1/6): next at 1/4, step 3, not the old 1/2 (step 6)
+    T.train(det_cfg(warm, train__ckpt_every=0.125, train__max_steps=4), run, resume=True)
+    assert [p.name for p in ckpt.listing(run / "checkpoints")] == [
+        "ckpt-000000004.pt", "ckpt-000000003.pt", "ckpt-000000002.pt"]
+    assert S.next_point(1 / 6, 0.125, 0.5) == 0.25 and S.next_point(1 / 6, 0.5, 0.25) == 0.25
+    assert S.next_point(0.6, 0.5, 0.5) == 1.0  # the old point already passed
+
+
+def test_resume_and_run_dir_mistakes_are_one_line(warm, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(C.ConfigError, match=r"--resume: .*afile is not a directory"):
+        C.parse_args(["--resume", str(afile)])
+    bad = tmp_path / "bad"
+    (bad / "config.json").mkdir(parents=True)
+    with pytest.raises(C.ConfigError, match=r"--resume: .*config.json: cannot read"):
+        C.parse_args(["--resume", str(bad)])
+    (bad / "config.json").rmdir()
+    for text, what in (("[]", "config: expected an object of sections"),
+                       ('{"train": 5}', "train: expected an object of key: value")):
+        (bad / "config.json").write_text(text)
+        with pytest.raises(C.ConfigError, match=what):
+            C.parse_args(["--resume", str(bad)])
+    with pytest.raises(T.RunDirError, match=r"afile: cannot write the run there"):
+        T.train(det_cfg(warm), afile)
+    with pytest.raises(C.ConfigError, match=r"curriculum.resolutions: 18 px not a multiple of the patch size 4"):
+        T.train(det_cfg(warm, curriculum__resolutions=(16, 18)), tmp_path / "r1")
+    with pytest.raises(C.ConfigError, match=r"train.eval_resolution: 30 px not a multiple"):
+        T.train(det_cfg(warm, train__eval_resolution=30), tmp_path / "r2")
+    assert not (tmp_path / "r2" / "steps.arrow").exists()  # refused before any training
+
+
+def test_a_second_signal_after_the_stop_checkpoint_is_ignored(capsys):
+    stop = T.StopRequest()
+    stop(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGTERM, None)  # before the checkpoint: stop at once
+    stop.checkpointed = True
+    stop(signal.SIGTERM, None)  # after it: the logs are finished, exit 75 stays
+    assert "the checkpoint is written" in capsys.readouterr().err
 
 
 def test_resume_refuses_overrides_that_change_the_plan(warm, tmp_path):
