@@ -241,3 +241,79 @@ def test_failure_while_writing_leaves_nothing_final(tmp_path, monkeypatch):
         write_set(src, out, resolutions=(16,))
     assert not list(out.glob("*.beton")) and not (out / "manifest.json").exists()
     assert not list(out.glob(".*.partial"))
+
+
+def test_a_failing_writer_worker_stops_the_write_in_one_line(tmp_path, monkeypatch):
+    """A failure inside FFCV's writer process itself (a full disk while encoding or writing pages):
+    FFCV's parent would wait forever; ours stops, removes the partial file and names the beton."""
+    import errno
+    import os
+
+    from ffcv.fields import RGBImageField
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=8)
+    out = tmp_path / "out"
+    calls = [0]
+    real = RGBImageField.encode
+
+    def encode(self, *a, **kw):  # forked into the worker: the third image hits a full disk
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(RGBImageField, "encode", encode)
+    with pytest.raises(write_beton.WriteError,
+                       match=r"train_16.beton: a writer worker failed \(OSError: .*No space left on device\)"):
+        write_set(src, out, resolutions=(16,))
+    assert not list(out.glob("*.beton")) and not list(out.glob(".*partial")) and not (out / "manifest.json").exists()
+
+
+def test_a_corrupt_exif_block_keeps_the_image_unrotated(tmp_path, monkeypatch):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=4)
+
+    def broken(img):
+        raise TypeError("bad operand type for abs(): 'str'")  # what a fuzzed EXIF block gave
+    monkeypatch.setattr(write_beton.ImageOps, "exif_transpose", broken)
+    m = write_set(src, tmp_path / "out", resolutions=(16,))
+    assert m["splits"]["train"]["count"] == 6 and m["splits"]["train"]["skipped"] == []
+    monkeypatch.setattr(write_beton.Image, "open", lambda p: (_ for _ in ()).throw(RuntimeError("decoder bug")))
+    with pytest.raises(ValueError, match="cannot decode: RuntimeError: decoder bug"):
+        write_beton.load_rgb(sorted((src / "train").glob("*/*.JPEG"))[0], 16)
+
+
+def test_a_source_rewritten_under_its_name_redoes_the_beton(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=3)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(16,))
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    victim = sorted((src / "val").glob("*/*.JPEG"))[0]
+    Image.new("RGB", (50, 50), "white").save(victim, "JPEG")
+    write_set(src, out, resolutions=(16,))
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    assert [n for n in after if after[n] != before[n]] == ["val_16.beton"]
+    assert (16, 16) in stored_sizes(out / "val_16.beton")  # the new square image, not the old pixels
+
+
+def test_writing_one_split_keeps_the_others(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=2)
+    out = tmp_path / "out"
+    full = write_set(src, out, resolutions=(16,))
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")}
+    only_val = write_set(src, out, resolutions=(16,), splits=["val"])
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.beton")} == stamp  # val's order is its own
+    assert only_val["splits"] == full["splits"] and sorted(map(str, only_val["betons"])) == sorted(
+        map(str, full["betons"]))
+
+
+def test_out_and_manifest_paths_that_are_wrong_are_one_line(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=2, size=(20, 20), seed=6)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(write_beton.WriteError, match="afile: exists and is not a folder"):
+        write_set(src, tmp_path / "afile")
+    (tmp_path / "out" / "manifest.json").mkdir(parents=True)
+    with pytest.raises(write_beton.WriteError, match="manifest.json: is a folder"):
+        write_set(src, tmp_path / "out")
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "write_beton.py"), str(src), str(tmp_path / "o"),
+                        "--resolutions", "1800", "--raw-max-res", "2048"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "do not fit FFCV's 8 MiB page" in r.stderr

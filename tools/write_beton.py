@@ -20,11 +20,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
+import warnings
+import zlib
 from dataclasses import dataclass
-from multiprocessing import Pool, Value
+from multiprocessing import Array, Pool, Value
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,8 @@ TOOL_VERSION = "1.0"
 DEFAULT_RAW_MAX_RES = 64
 DEFAULT_QUALITY = 90
 IMAGE_FIELD, LABEL_FIELD = "image", "label"
+PAGE_SIZE = 1 << 23  # FFCV's default page: one raw image must fit in it
+MAX_RAW_RES = int((PAGE_SIZE / 3) ** 0.5)  # 1672 px
 
 
 class WriteError(Exception):
@@ -116,19 +122,25 @@ def load_rgb(path: Path, max_side: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ValueError("empty file")
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's multi-line warnings: the verdict is one line
             target = fit_size(*img.size, max_side)
             # JPEG DCT scaling: decode at 1/2, 1/4 or 1/8 size when that still covers the
             # target; the low-resolution betons then cost a fraction of a full decode.
             if img.format == "JPEG":
                 img.draft("RGB", target)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # noqa: BLE001 - a corrupt EXIF block: keep the pixels, unrotated
+                pass
             img = _to_rgb(img)
     except UnidentifiedImageError:
         raise ValueError("not an image PIL can identify") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any other decoder failure is this file's, not the run's
+        raise ValueError(f"cannot decode: {type(e).__name__}: {e}") from None
     size = fit_size(*img.size, max_side)
     if size != img.size:
         img = img.resize(size, Image.Resampling.LANCZOS)
@@ -142,6 +154,8 @@ def _probe(arg: tuple[Path, int]) -> str | None:
         return None
     except ValueError as e:
         return str(e)
+    except OSError as e:  # gone or unreadable since it was listed
+        return f"unreadable ({e.strerror or e})"
 
 
 def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> list[str | None]:
@@ -162,7 +176,9 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
     try:
         saved = json.loads(cache.read_text())
         known = saved["files"] if saved.get("max_side") == max_side else {}
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         known = {}
     stats = [it.path.stat() for it in items]
     keys = [[st.st_size, st.st_mtime_ns] for st in stats]
@@ -170,7 +186,7 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
     todo = []
     for i, (it, key) in enumerate(zip(items, keys)):
         hit = known.get(it.rel)
-        if hit is not None and hit[:2] == key:
+        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == key:
             reasons[i] = hit[2]
         else:
             todo.append(i)
@@ -194,6 +210,12 @@ class ResizedFolder:
     def __init__(self, items: list[Item], max_side: int):
         self.items, self.max_side = items, max_side
         self.failures = Value("i", 0)
+        self.worker_error = Array("c", 400)  # the first failure of a writer worker itself
+
+    def fail(self, message: str) -> None:
+        with self.worker_error.get_lock():
+            if not self.worker_error.value:
+                self.worker_error.value = message.encode(errors="replace")[:399]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -210,11 +232,12 @@ class ResizedFolder:
 
 
 def beton_settings(split: str, res: int, mode: str, quality: int, items: list[Item],
-                   order: np.ndarray) -> dict:
-    """What a beton is a function of; a rerun skips a beton whose record matches."""
+                   order: np.ndarray, stats: list[tuple[int, int]]) -> dict:
+    """What a beton is a function of; a rerun skips a beton whose record matches. `stats`:
+    each item's (size, mtime_ns), so a file rewritten under the same name redoes the beton."""
     h = hashlib.sha256()
     for i in order:
-        h.update(f"{items[i].rel}\t{items[i].label}\n".encode())
+        h.update(f"{items[i].rel}\t{items[i].label}\t{stats[i][0]}\t{stats[i][1]}\n".encode())
     return {"split": split, "resolution": res, "mode": mode,
             "quality": quality if mode == "jpg" else None, "count": len(order),
             "files_sha256": h.hexdigest(), "tool_version": TOOL_VERSION}
@@ -243,23 +266,72 @@ def is_current(beton: Path, settings: dict) -> bool:
 
 def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mode: str,
                 quality: int, workers: int) -> None:
-    """Writes one beton under a temporary name, then renames it; its record goes last."""
+    """Writes one beton under a temporary name, then renames it; its record goes last.
+
+    The temporary name carries our pid: a writer worker orphaned by a killed run may still
+    append to its own file for a while, never to ours; such leftovers are removed first."""
     from ffcv.fields import IntField, RGBImageField
+    from ffcv.utils import chunks
     from ffcv.writer import DatasetWriter
 
-    tmp = beton.with_name(f".{beton.name}.partial")
+    for stale in beton.parent.glob(f".{beton.name}.*partial"):
+        stale.unlink(missing_ok=True)
+    tmp = beton.with_name(f".{beton.name}.{os.getpid()}.partial")
     _record_path(beton).unlink(missing_ok=True)
     fields = {IMAGE_FIELD: RGBImageField(write_mode=mode, max_resolution=None,
                                          jpeg_quality=quality),
               LABEL_FIELD: IntField()}
-    writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers))
+    writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers), page_size=PAGE_SIZE)
     data = ResizedFolder(items, res)
-    writer.from_indexed_dataset(data, indices=order.tolist(), chunksize=100)
+
+    def worker_failed(signum, frame):
+        raise _WorkerFailed()
+    previous = signal.signal(signal.SIGUSR1, worker_failed)
+    try:  # FFCV's from_indexed_dataset, with workers that report their failure
+        indices = list(enumerate(order.tolist()))
+        writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
+    except _WorkerFailed:
+        for p in multiprocessing.active_children():
+            p.terminate()
+            p.join()
+        _release(writer)
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"{beton.name}: a writer worker failed "
+                         f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     if data.failures.value:
         tmp.unlink(missing_ok=True)
         raise WriteError(f"{beton.name}: {data.failures.value} file(s) became unreadable "
                          "while writing (warnings above); rerun to write this beton")
     os.replace(tmp, beton)
+
+
+class _WorkerFailed(Exception):
+    """Raised in the parent by SIGUSR1 from a failed writer worker."""
+
+
+def _guarded_worker(*args) -> None:
+    """FFCV's indexed-dataset worker, but a failure of its own (disk full, an encoder error)
+    reaches the parent: FFCV's parent waits forever for samples a dead worker never writes."""
+    from ffcv.writer import worker_job_indexed_dataset
+
+    try:
+        worker_job_indexed_dataset(*args)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the write
+        args[-1].fail(f"{type(e).__name__}: {e}")
+        os.kill(os.getppid(), signal.SIGUSR1)
+
+
+def _release(writer) -> None:
+    """Free the shared memory FFCV's writer holds when a write is abandoned."""
+    sm = getattr(writer, "metadata_sm", None)
+    if sm is not None:
+        try:
+            sm.close()
+            sm.unlink()
+        except (OSError, FileNotFoundError):
+            pass
 
 
 # ---------------------------------------------------------------- the whole tool
@@ -275,6 +347,8 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
             raise WriteError(f"{src / s}: no image files found")
 
     # Pass 1: find unreadable files before anything final is written.
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"{out}: exists and is not a folder (OUT must be a folder)")
     out.mkdir(parents=True, exist_ok=True)
     kept, skipped = {}, {}
     for s, items in listed.items():
@@ -298,17 +372,21 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
 
     # Pass 2: the betons. The manifest goes first so nothing trusts a half-rewritten set.
     manifest_path = out / "manifest.json"
+    if manifest_path.is_dir():
+        raise WriteError(f"{manifest_path}: is a folder, expected the manifest file (remove it)")
+    others = _other_splits(manifest_path, classes, splits)
     manifest_path.unlink(missing_ok=True)
-    rng = np.random.default_rng(seed)
     betons, rows = [], []
     for s in splits:
-        # One shuffled order per split, shared by all resolutions, so that FFCV's
-        # QUASI_RANDOM order does not yield class-sorted batches.
-        order = rng.permutation(len(kept[s]))
+        # One shuffled order per split (its own seed, so writing one split alone gives the same
+        # order), shared by all resolutions, so that FFCV's QUASI_RANDOM order does not yield
+        # class-sorted batches.
+        order = np.random.default_rng([seed, zlib.crc32(s.encode())]).permutation(len(kept[s]))
+        stats = [(st.st_size, st.st_mtime_ns) for st in (it.path.stat() for it in kept[s])]
         for res in sorted(resolutions):
             mode = "raw" if res <= raw_max_res else "jpg"
             beton = out / f"{s}_{res}.beton"
-            settings = beton_settings(s, res, mode, quality, kept[s], order)
+            settings = beton_settings(s, res, mode, quality, kept[s], order, stats)
             if is_current(beton, settings):
                 rate = "reused"
             else:
@@ -327,15 +405,38 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
         "source": str(src.resolve()), "classes": classes, "num_classes": len(classes),
         "raw_max_res": raw_max_res, "jpeg_quality": quality, "seed": seed,
         "fields": {"image": IMAGE_FIELD, "label": LABEL_FIELD},
-        "splits": {s: {"count": len(kept[s]), "listed": len(listed[s]), "skipped": skipped[s]}
-                   for s in splits},
-        "betons": betons,
+        "splits": {**others["splits"], **{s: {"count": len(kept[s]), "listed": len(listed[s]),
+                                                 "skipped": skipped[s]} for s in splits}},
+        "betons": others["betons"] + betons,
     }
     _atomic_write_json(manifest_path, manifest)
     print_table(rows)
     if n_skipped:
         print(f"{n_skipped} file(s) skipped as unreadable; listed in {manifest_path}")
     return manifest
+
+
+def _other_splits(manifest_path: Path, classes: list[str], splits: list[str]) -> dict:
+    """The entries of the previous manifest for splits this run does not write, kept when their
+    betons are intact (same classes, file and record of the recorded size), so that writing one
+    split alone does not drop the others from the set."""
+    keep = {"splits": {}, "betons": []}
+    try:
+        old = json.loads(manifest_path.read_text())
+        if old.get("classes") != classes:
+            return keep
+        for s, entry in old["splits"].items():
+            if s in splits:
+                continue
+            mine = [b for b in old["betons"] if b["split"] == s]
+            beton_files = [manifest_path.parent / b["path"] for b in mine]
+            if mine and all(p.is_file() and p.stat().st_size == b["bytes"] and _record_path(p).is_file()
+                            for p, b in zip(beton_files, mine)):
+                keep["splits"][s] = entry
+                keep["betons"] += mine
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"splits": {}, "betons": []}
+    return keep
 
 
 def print_table(rows) -> None:
@@ -382,6 +483,10 @@ def parse_args(argv):
         p.error(f"--max-per-class: expected >= 1, got {args.max_per_class}")
     if not 0 <= args.max_bad_fraction <= 1:
         p.error(f"--max-bad-fraction: expected 0..1, got {args.max_bad_fraction}")
+    too_big = [r for r in args.resolutions if r <= args.raw_max_res and r > MAX_RAW_RES]
+    if too_big:
+        p.error(f"--raw-max-res: raw images of {too_big[0]} px do not fit FFCV's {PAGE_SIZE >> 20} MiB "
+                f"page; store resolutions above {MAX_RAW_RES} px as JPEG (a lower --raw-max-res)")
     return args
 
 
@@ -392,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
             a.max_per_class, a.max_bad_fraction, a.seed)
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # permissions, a full disk outside the betons' own writes
+        print(f"error: {e.filename or a.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 
