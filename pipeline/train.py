@@ -36,6 +36,7 @@ Layout: setup (device, data, model, optimizer) -> one State holding every counte
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import signal
@@ -534,12 +535,24 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     def strength_of(pos: float) -> float:
         return S.strength_at(pos, start=cc.strength_start, end=cc.strength_end, ramp_end=ramp_end)
 
+    finishing = None  # the reason a resumed run is complete when only its final evaluation is missing
     if ck:  # a finished run stays finished unless its plan was changed (--force)
         done = [why for why, cond in [
             ("budget spent", budget and st.train_s >= budget), ("epochs done", total_steps and st.step >= total_steps),
             ("epochs done", epoch_cap and st.step >= epoch_cap), ("max_steps", tc.max_steps and st.step >= tc.max_steps)]
             if cond]
-        if done:
+        try:
+            prev = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            prev = {}
+        if done and not (isinstance(prev, dict) and prev.get("steps") == st.step
+                         and prev.get("final_top1") is not None):
+            # the final checkpoint is written before the final evaluation: one killed during that
+            # evaluation is finished now (the evaluation alone), not trained again
+            finishing = {"budget spent": "budget", "epochs done": "epochs", "max_steps": "max_steps"}[done[0]]
+            say(f"{run_dir}: complete at step {st.step}; its final evaluation did not finish: running it",
+                file=sys.stderr)
+        elif done:
             how = {"budget spent": "--force with a larger train.budget_s or train.budget_h",
                    "epochs done": "--force with a larger train.epochs",
                    "max_steps": "a larger train.max_steps"}[done[0]]
@@ -568,7 +581,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         write_json(run_dir / ("env.json" if not resume else f"env-resume-{k}.json"), env)
         if resume:
             steps_log = ArrowLog.resume(run_dir / "steps.arrow", STEPS_SCHEMA, st.step, flush_rows=1)
-            evals_log = ArrowLog.resume(run_dir / "evals.arrow", EVALS_SCHEMA, st.step, flush_rows=1)
+            evals_log = ArrowLog.resume(run_dir / "evals.arrow", EVALS_SCHEMA,  # an unfinished final one goes
+                                        st.step - 1 if finishing else st.step, flush_rows=1)
         else:  # a row per flush: a crash loses at most the logging interval in progress
             steps_log = ArrowLog(run_dir / "steps.arrow", STEPS_SCHEMA, flush_rows=1)
             evals_log = ArrowLog(run_dir / "evals.arrow", EVALS_SCHEMA, flush_rows=1)
@@ -579,7 +593,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         from tqdm import tqdm
         bar = tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar}| {postfix}", dynamic_ncols=True,
                    file=sys.stderr)
-    stop_reason, error, final = None, None, None
+    stop_reason, error, final = finishing, None, None
     start_pos = pos_of(st.step, clock.at(st.step))
     res = S.resolution_at(start_pos, cc.starts, cc.resolutions)
     # The train loader goes on from the checkpoint's epoch; one taken mid-epoch continues that epoch
@@ -782,10 +796,11 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
             torch.cuda.synchronize()
         clock.stop()
         st.train_s = clock.elapsed
-        if stop_reason != "signal":
+        save_checkpoint()  # first: a kill during the final evaluation loses no training
+        if stop_reason == "signal":
+            STOP.checkpointed = True
+        else:
             final = run_eval()
-        save_checkpoint()
-        STOP.checkpointed = True
     except BaseException as e:
         error = e
         clock.stop()
@@ -891,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, C.ConfigError) else 1
     except KeyboardInterrupt:
-        print("interrupted: logs and summary.json kept (no checkpoint of this point)", file=sys.stderr)
+        print("interrupted: logs and summary.json kept; --resume continues from the last checkpoint "
+              "(none of this point unless the final one was written)", file=sys.stderr)
         return 130
     except OSError as e:
         if e.errno != errno.ENOSPC:

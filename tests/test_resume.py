@@ -446,3 +446,31 @@ def test_sigterm_writes_a_checkpoint_and_exits_75(warm, tmp_path):
     newest = ckpt.listing(run / "checkpoints")[0]
     assert newest.name == f"ckpt-{s['steps']:09d}.pt" and ckpt.verify(newest) is None
     assert rows(run)[-1]["step"] == s["steps"]
+
+
+def test_a_kill_during_the_final_evaluation_is_finished_on_resume(warm, tmp_path, monkeypatch):
+    """The final checkpoint comes before the final evaluation; a run killed during that evaluation
+    is finished by --resume (the evaluation alone), with the uninterrupted run's result and logs."""
+    full = tmp_path / "full"
+    ref = T.train(det_cfg(warm), full)
+    run = tmp_path / "run"
+    real, calls, n_evals = T.evaluate, [0], len(rows(full, "evals.arrow"))
+
+    def evaluate(*a, **kw):
+        calls[0] += 1
+        if calls[0] == n_evals:  # the final evaluation
+            raise KeyboardInterrupt("second signal")
+        return real(*a, **kw)
+    monkeypatch.setattr(T, "evaluate", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(det_cfg(warm), run)
+    monkeypatch.undo()
+    assert ckpt.listing(run / "checkpoints")[0].name == "ckpt-000000012.pt"
+    assert json.loads((run / "summary.json").read_text())["final_top1"] is None
+    s = T.train(det_cfg(warm), run, resume=True)
+    assert s["status"] == "ok" and s["steps"] == 12 and s["final_top1"] == ref["final_top1"]
+    assert [(r["step"], r["top1"]) for r in rows(run, "evals.arrow")] == [
+        (r["step"], r["top1"]) for r in rows(full, "evals.arrow")]  # the final one once
+    assert [r["step"] for r in rows(run)] == list(range(1, 13))
+    with pytest.raises(T.RunDirError, match="the run is complete at step 12"):
+        T.train(det_cfg(warm), run, resume=True)
