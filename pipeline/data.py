@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 import queue
+import reprlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 
@@ -60,12 +63,117 @@ class BetonInfo:
     path: Path
     mode: str
     count: int
+    bytes: int  # file size written, to catch truncated or replaced copies
+
+
+class _Malformed(Exception):
+    """A manifest field that is missing or not what was expected (message: field and why)."""
+
+
+def _is_int(v, least: int = 0) -> bool:
+    """A JSON integer >= least (Python's bool is an int; the manifest's is not)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _is_file_name(v) -> bool:
+    """A plain file name: the betons live beside manifest.json, never elsewhere."""
+    return isinstance(v, str) and v not in ("", ".", "..") and Path(v).name == v
+
+
+def _get(obj, key: str, where: str, expected: str, ok=lambda v: True):
+    """obj[key], checked.
+
+    Args:
+        obj: a parsed JSON object (anything else counts as malformed).
+        key: the field.
+        where: the field's parent for the message ("betons[2]"); "" at top level.
+        expected: what the field should be, for the message.
+        ok: the check the value must pass.
+    Raises:
+        _Malformed: naming the field, what was expected and (shortened) what it holds.
+    """
+    name = f"{where}.{key}" if where else key
+    if not isinstance(obj, dict) or key not in obj:
+        raise _Malformed(f"{name}: missing (expected {expected})")
+    if not ok(obj[key]):
+        raise _Malformed(f"{name}: expected {expected}, got {reprlib.repr(obj[key])}")
+    return obj[key]
+
+
+def _parse_classes(m: dict) -> list[str]:
+    """The class names: label i is classes[i], so a duplicate or a count off by one would
+    silently shift or merge classes."""
+    classes = _get(m, "classes", "", "a non-empty list of class names",
+                   lambda v: isinstance(v, list) and v and all(isinstance(c, str) and c for c in v))
+    twice = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if twice:
+        raise _Malformed(f"classes: expected unique names, got {reprlib.repr(twice)} more than once")
+    _get(m, "num_classes", "", f"len(classes) = {len(classes)}",
+         lambda v: _is_int(v) and v == len(classes))
+    return classes
+
+
+def _parse_beton(b, where: str, root: Path, splits: dict) -> BetonInfo:
+    """One entry of the manifest's betons list (where: "betons[i]")."""
+    return BetonInfo(
+        split=_get(b, "split", where, f"one of the splits ({', '.join(splits)})",
+                   lambda v: isinstance(v, str) and v in splits),
+        resolution=_get(b, "resolution", where, "a positive int", lambda v: _is_int(v, 1)),
+        path=root / _get(b, "path", where, "a file name in the set's folder", _is_file_name),
+        mode=_get(b, "mode", where, "'raw' or 'jpg'", lambda v: v in ("raw", "jpg")),
+        count=_get(b, "count", where, "an int >= 0", _is_int),
+        bytes=_get(b, "bytes", where, "an int >= 0", _is_int))
+
+
+def _check_beton_file(b: BetonInfo, where: str, fields: dict[str, str]) -> None:
+    """The beton file is the one the manifest describes, as far as its size and FFCV header
+    tell (no full read): a truncated copy or another beton copied over it would otherwise
+    load, then fail deep in FFCV or serve the wrong images.
+
+    Args:
+        b: the beton as the manifest lists it.
+        where: its entry in the manifest ("betons[i]"), for the message.
+        fields: the manifest's field names, which FFCV looks up in the header.
+    Raises:
+        ManifestError: naming the beton file and the manifest field it contradicts.
+    """
+    size = b.path.stat().st_size
+    if size != b.bytes:
+        raise ManifestError(f"{b.path}: {size} bytes, manifest.json {where}.bytes says {b.bytes} "
+                            f"(truncated or replaced?)")
+    # FFCV reads its header this way (ffcv/reader.py); importing ffcv costs seconds of
+    # Numba, so not at module import.
+    from ffcv.types import CURRENT_VERSION, FieldDescType, HeaderType
+    from ffcv.utils import decode_null_terminated_string
+    header = np.fromfile(b.path, dtype=HeaderType, count=1)
+    if len(header) < 1 or header[0]["version"] != CURRENT_VERSION:
+        raise ManifestError(f"{b.path}: not an FFCV beton (format version {CURRENT_VERSION})")
+    if header[0]["num_samples"] != b.count:
+        raise ManifestError(f"{b.path}: holds {header[0]['num_samples']} images, manifest.json "
+                            f"{where}.count says {b.count} (another beton copied over it?)")
+    n_fields = int(header[0]["num_fields"])
+    if HeaderType.itemsize + n_fields * FieldDescType.itemsize > size:
+        raise ManifestError(f"{b.path}: not an FFCV beton (header larger than the file)")
+    descs = np.fromfile(b.path, dtype=FieldDescType, count=n_fields, offset=HeaderType.itemsize)
+    names = [decode_null_terminated_string(d["name"]) for d in descs]
+    for role in ("image", "label"):
+        if fields[role] not in names:
+            raise ManifestError(f"{b.path}: no field '{fields[role]}' (manifest.json fields.{role}); "
+                                f"it has {', '.join(names)}")
 
 
 class BetonSet:
     """A folder of betons and the manifest.json that describes them."""
 
     def __init__(self, root: str | Path):
+        """Opens the set, checking the manifest against itself and the betons (sizes and
+        FFCV headers only): a broken or mismatched set fails here in one line, not in FFCV.
+
+        Args:
+            root: the folder tools/write_beton.py wrote.
+        Raises:
+            ManifestError: naming manifest.json or the beton file, the field and what was expected.
+        """
         self.root = Path(root)
         path = self.root / "manifest.json"
         try:
@@ -74,17 +182,42 @@ class BetonSet:
             raise ManifestError(f"{path}: not found (write the set with tools/write_beton.py)") from None
         except ValueError as e:
             raise ManifestError(f"{path}: not valid JSON ({e})") from None
+        except OSError as e:
+            raise ManifestError(f"{path}: unreadable ({e.strerror})") from None
         try:
-            self.classes: list[str] = list(m["classes"])
-            self.betons = [BetonInfo(b["split"], int(b["resolution"]), self.root / b["path"],
-                                     b["mode"], int(b["count"])) for b in m["betons"]]
-            self._counts = {s: int(v["count"]) for s, v in m["splits"].items()}
-        except (KeyError, TypeError) as e:
-            raise ManifestError(f"{path}: missing or malformed field {e}") from None
-        for b in self.betons:
+            self.classes: list[str] = _parse_classes(m)
+            self.fields: dict[str, str] = _get(
+                m, "fields", "", "{'image': name, 'label': name}",
+                lambda v: isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("image", "label")))
+            splits = _get(m, "splits", "", "an object with a count per split",
+                          lambda v: isinstance(v, dict) and v)
+            self._counts = {s: _get(v, "count", f"splits.{s}", "an int >= 0", _is_int)
+                            for s, v in splits.items()}
+            listed = _get(m, "betons", "", "a list", lambda v: isinstance(v, list))
+            self.betons = [_parse_beton(b, f"betons[{i}]", self.root, splits) for i, b in enumerate(listed)]
+            self._check_betons_cover_splits()
+        except _Malformed as e:
+            raise ManifestError(f"{path}: {e}") from None
+        for i, b in enumerate(self.betons):
             if not b.path.is_file():
                 raise ManifestError(f"{path}: lists {b.path.name}, which is not in {self.root}")
+            try:
+                _check_beton_file(b, f"betons[{i}]", self.fields)
+            except OSError as e:
+                raise ManifestError(f"{b.path}: unreadable ({e.strerror})") from None
+            if b.count != self._counts[b.split]:  # headers agree with betons[i].count by now
+                raise ManifestError(f"{path}: splits.{b.split}.count says {self._counts[b.split]}, "
+                                    f"but {b.path.name} holds {b.count} images")
         self.manifest = m
+
+    def _check_betons_cover_splits(self) -> None:
+        """Every split has a beton (beton_for needs one), and one only per resolution."""
+        for s in self._counts:
+            res = [b.resolution for b in self.betons if b.split == s]
+            if not res:
+                raise _Malformed(f"splits.{s}: no beton of this split in betons")
+            if len(set(res)) < len(res):
+                raise _Malformed(f"betons: two betons of split {s} at one resolution ({sorted(res)})")
 
     @property
     def num_classes(self) -> int:
@@ -206,13 +339,13 @@ class BetonLoader:
             # A zero-copy NCHW view of FFCV's NHWC buffer (channels_last memory format),
             # which the patch-embedding convolution and the augmentation take as is.
             image.append(ToTorchImage(channels_last=True))
-            manifest = self.bset.manifest["fields"]
+            fields = self.bset.fields
             indices = None
             if self._shard is not None:
                 rank, world = self._shard
                 indices = list(range(rank, self.beton.count, world))
             loader = Loader(str(key), batch_size=self.batch_size, order=order,
-                            pipelines={manifest["image"]: image, manifest["label"]: label},
+                            pipelines={fields["image"]: image, fields["label"]: label},
                             indices=indices, **self._opts)
             self._built[key] = (loader, decoder)
         loader, decoder = self._built[key]

@@ -39,6 +39,93 @@ def test_bad_sets_get_clear_errors(tiny_betons, tmp_path):
         BetonSet(tiny_betons).loader("test", batch_size=4, output_size=16)
 
 
+def _replace(d, m, fixed_bytes=False):
+    """val_16.beton copied over train_16.beton; fixed_bytes: and the manifest's bytes updated."""
+    shutil.copy(d / "val_16.beton", d / "train_16.beton")
+    if fixed_bytes:
+        m["betons"][0]["bytes"] = (d / "train_16.beton").stat().st_size
+
+
+def _truncate(d, m):
+    """An interrupted cp."""
+    f = d / "train_32.beton"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _not_ffcv(d, m):
+    f = d / "train_16.beton"
+    f.write_bytes(bytes(f.stat().st_size))
+
+
+def _path_outside(d, m, absolute):
+    shutil.copy(d / "train_16.beton", d.parent / "train_16.beton")  # a file that is there
+    m["betons"][0]["path"] = str(d.parent / "train_16.beton") if absolute else "../train_16.beton"
+
+
+# betons[0..3] are train_16, train_32, val_16, val_32; classes class_00..02; train 24, val 12.
+BROKEN = {
+    "replaced": (_replace, r"train_16\.beton: \d+ bytes, manifest\.json betons\[0\]\.bytes says"),
+    "replaced, bytes fixed": (lambda d, m: _replace(d, m, fixed_bytes=True),
+                              r"train_16\.beton: holds 12 images, manifest\.json betons\[0\]\.count says 24"),
+    "truncated": (_truncate, r"train_32\.beton: \d+ bytes, manifest\.json betons\[1\]\.bytes"),
+    "not a beton": (_not_ffcv, r"train_16\.beton: not an FFCV beton"),
+    "beton count": (lambda d, m: m["betons"][0].update(count=23),
+                    r"train_16\.beton: holds 24 images, manifest\.json betons\[0\]\.count says 23"),
+    "split count": (lambda d, m: m["splits"]["train"].update(count=25),
+                    r"manifest\.json: splits\.train\.count says 25, but train_16\.beton holds 24"),
+    "split without betons": (lambda d, m: m.update(betons=m["betons"][:2]),
+                             r"manifest\.json: splits\.val: no beton"),
+    "beton of an unlisted split": (lambda d, m: m["betons"][2].update(split="test"),
+                                   r"manifest\.json: betons\[2\]\.split: expected one of the splits"),
+    "two betons at one resolution": (lambda d, m: m["betons"][1].update(resolution=16),
+                                     r"manifest\.json: betons: two betons of split train"),
+    "fields missing": (lambda d, m: m.pop("fields"), r"manifest\.json: fields: missing"),
+    "field not in beton": (lambda d, m: m["fields"].update(image="img"),
+                           r"train_16\.beton: no field 'img' \(manifest\.json fields\.image\)"),
+    "resolution abc": (lambda d, m: m["betons"][0].update(resolution="abc"),
+                       r"manifest\.json: betons\[0\]\.resolution: expected a positive int, got 'abc'"),
+    "resolution 0": (lambda d, m: m["betons"][0].update(resolution=0), r"betons\[0\]\.resolution"),
+    "classes duplicate": (lambda d, m: m["classes"].__setitem__(1, "class_00"),
+                          r"manifest\.json: classes: expected unique names, got \['class_00'\]"),
+    "classes empty": (lambda d, m: m.update(classes=[], num_classes=0),
+                      r"manifest\.json: classes: expected a non-empty list"),
+    "num_classes": (lambda d, m: m.update(num_classes=4),
+                    r"manifest\.json: num_classes: expected len\(classes\) = 3, got 4"),
+    "mode png": (lambda d, m: m["betons"][0].update(mode="png"),
+                 r"manifest\.json: betons\[0\]\.mode: expected 'raw' or 'jpg', got 'png'"),
+    "path ../": (lambda d, m: _path_outside(d, m, absolute=False),
+                 r"manifest\.json: betons\[0\]\.path: expected a file name in the set's folder"),
+    "path absolute": (lambda d, m: _path_outside(d, m, absolute=True), r"manifest\.json: betons\[0\]\.path"),
+    "bytes missing": (lambda d, m: m["betons"][3].pop("bytes"), r"manifest\.json: betons\[3\]\.bytes: missing"),
+}
+
+
+@pytest.mark.parametrize("breakage", BROKEN)
+def test_broken_or_mismatched_sets_fail_in_one_line(tiny_betons, tmp_path, breakage):
+    """Each would otherwise be accepted and then serve wrong images or fail deep in FFCV."""
+    edit, message = BROKEN[breakage]
+    d = tmp_path / "set"
+    shutil.copytree(tiny_betons, d)
+    m = json.loads((d / "manifest.json").read_text())
+    edit(d, m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match=message) as e:
+        BetonSet(d)
+    assert "\n" not in str(e.value)
+
+
+def test_a_copied_set_still_loads(tiny_betons, tmp_path):
+    """The checks pass on a good set wherever it lies (beton paths are relative)."""
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_betons, d)
+    bs = BetonSet(d)
+    assert bs.fields == {"image": "image", "label": "label"} and bs.betons[0].bytes > 0
+    batches = iter(bs.loader("val", batch_size=4, output_size=16, num_workers=1))
+    images, labels = next(batches)
+    batches.close()  # stops FFCV's epoch thread now
+    assert images.shape == (4, 3, 16, 16) and labels.shape == (4,)
+
+
 def test_train_loader_switches_size_and_beton(tiny_betons):
     bs = BetonSet(tiny_betons)
     ld = bs.loader("train", batch_size=8, output_size=12, num_workers=1, seed=3)
