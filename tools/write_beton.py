@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -211,6 +212,7 @@ class ResizedFolder:
         self.items, self.max_side = items, max_side
         self.failures = Value("i", 0)
         self.worker_error = Array("c", 400)  # the first failure of a writer worker itself
+        self.parent_listens = False  # SIGUSR1 to the parent only where it has a handler for it
 
     def fail(self, message: str) -> None:
         with self.worker_error.get_lock():
@@ -286,7 +288,9 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
 
     def worker_failed(signum, frame):
         raise _WorkerFailed()
-    previous = signal.signal(signal.SIGUSR1, worker_failed)
+    # signal handlers live in the main thread; elsewhere FFCV's own (blocking) behaviour remains
+    data.parent_listens = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, worker_failed) if data.parent_listens else None
     try:  # FFCV's from_indexed_dataset, with workers that report their failure
         indices = list(enumerate(order.tolist()))
         writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
@@ -299,7 +303,8 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
         raise WriteError(f"{beton.name}: a writer worker failed "
                          f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        if data.parent_listens:
+            signal.signal(signal.SIGUSR1, previous)
     if data.failures.value:
         tmp.unlink(missing_ok=True)
         raise WriteError(f"{beton.name}: {data.failures.value} file(s) became unreadable "
@@ -320,7 +325,8 @@ def _guarded_worker(*args) -> None:
         worker_job_indexed_dataset(*args)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the write
         args[-1].fail(f"{type(e).__name__}: {e}")
-        os.kill(os.getppid(), signal.SIGUSR1)
+        if args[-1].parent_listens:
+            os.kill(os.getppid(), signal.SIGUSR1)
 
 
 def _release(writer) -> None:
