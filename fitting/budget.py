@@ -34,8 +34,8 @@ BUDGET_Y = {"error": "final_top1", "top5_error": "final_top5", "loss": "final_va
 # Config keys that say how much to train, not what: they vary along a budget curve.
 SCALE_KEYS = frozenset({"train.budget_s", "train.budget_h", "train.epochs", "train.seed"})
 # Resume-safe keys that still change how much a second of the budget trains.
-SPEED_KEYS = frozenset({"train.device", "train.compile", "train.channels_last", "train.threads",
-                        "data.num_workers", "data.batches_ahead"})
+SPEED_KEYS = frozenset({"train.device", "train.compile", "train.threads", "data.num_workers",
+                        "data.batches_ahead"})
 
 
 @dataclass

@@ -398,7 +398,6 @@ def from_dict(d: dict[str, Any]) -> Config:
 # what is trained (anything else changes the plan and needs --force).
 RESUME_SAFE = frozenset({
     "data.dir", "data.num_workers", "data.batches_ahead", "data.val_batch_size", "train.device", "train.compile",
-    "train.channels_last",  # memory layout only: the same arithmetic
     "train.threads", "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
     "train.ckpt_every", "train.ckpt_every_min", "train.ckpt_keep", "train.nonfinite",
 })
