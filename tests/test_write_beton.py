@@ -317,3 +317,29 @@ def test_out_and_manifest_paths_that_are_wrong_are_one_line(tmp_path):
                         "--resolutions", "1800", "--raw-max-res", "2048"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "do not fit FFCV's 8 MiB page" in r.stderr
+
+
+def test_a_writer_worker_killed_outright_stops_the_write(tmp_path, monkeypatch):
+    """SIGKILL (the OOM killer) leaves no exception to report: the exit code is watched instead."""
+    import os
+    import signal
+
+    from ffcv.fields import RGBImageField
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=8)
+    out = tmp_path / "out"
+    calls = [0]
+    real = RGBImageField.encode
+
+    def encode(self, *a, **kw):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(RGBImageField, "encode", encode)
+    with pytest.raises(write_beton.WriteError,
+                       match=r"train_16.beton: a writer worker failed \(exit code -9, killed by signal 9"):
+        write_set(src, out, resolutions=(16,))
+    assert not list(out.glob("*.beton")) and not list(out.glob(".*partial"))
+    import ffcv.writer
+    assert ffcv.writer.Process is __import__("multiprocessing").Process  # put back

@@ -18,6 +18,7 @@ were written with other settings. Unreadable files are skipped and listed; if mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -286,14 +287,19 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
     writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers), page_size=PAGE_SIZE)
     data = ResizedFolder(items, res)
 
+    fired = []
+
     def worker_failed(signum, frame):
-        raise _WorkerFailed()
+        if not fired:  # once: the workers stopped below may be reported again
+            fired.append(signum)
+            raise _WorkerFailed()
     # signal handlers live in the main thread; elsewhere FFCV's own (blocking) behaviour remains
     data.parent_listens = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGUSR1, worker_failed) if data.parent_listens else None
     try:  # FFCV's from_indexed_dataset, with workers that report their failure
         indices = list(enumerate(order.tolist()))
-        writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
+        with _watching_workers(data):
+            writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
     except _WorkerFailed:
         for p in multiprocessing.active_children():
             p.terminate()
@@ -327,6 +333,42 @@ def _guarded_worker(*args) -> None:
         args[-1].fail(f"{type(e).__name__}: {e}")
         if args[-1].parent_listens:
             os.kill(os.getppid(), signal.SIGUSR1)
+
+
+@contextlib.contextmanager
+def _watching_workers(data: ResizedFolder):
+    """A writer worker that dies without a word (SIGKILL from the OOM killer) stops the write
+    too: FFCV's worker processes are recorded as it starts them, and a thread checks their exit
+    codes (a worker that finished its share exits 0)."""
+    import ffcv.writer as fw
+
+    if not data.parent_listens:
+        yield
+        return
+    started, done, base = [], threading.Event(), fw.Process
+
+    class Recorded(base):
+        def start(self):
+            super().start()
+            started.append(self)
+
+    def watch():
+        while not done.wait(0.5):
+            codes = [p.exitcode for p in started if p.exitcode not in (None, 0)]
+            if codes:
+                data.fail(f"exit code {codes[0]}"
+                          + (f", killed by signal {-codes[0]} (out of memory?)" if codes[0] < 0 else ""))
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+    fw.Process = Recorded
+    thread = threading.Thread(target=watch, name="writer-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        fw.Process = base
+        thread.join()
 
 
 def _release(writer) -> None:
