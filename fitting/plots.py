@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from fitting.fit import FitResult  # noqa: E402
 from fitting.tables import Curve  # noqa: E402
+from pipeline.plots import save_figure  # noqa: E402
 
 
 def _draw(ax, curve: Curve, results: list[FitResult], extend: float = 2.0):
@@ -52,8 +53,7 @@ def plot_curve(curve: Curve, results: list[FitResult], path: str, extend: float 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     _draw(ax, curve, results, extend)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def safe_name(curve: Curve) -> str:
@@ -86,7 +86,6 @@ def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, 
             ax.axis("off")
         fig.tight_layout()
         p = os.path.join(out_dir, "grid.png")
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
+        save_figure(fig, p, dpi=80)
         paths.append(p)
     return paths

@@ -56,6 +56,18 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
     return out
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Write a PNG under a temporary name and rename it, then close the figure: a kill mid-write
+    never leaves a truncated image under the real name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
