@@ -72,6 +72,13 @@ def _flatten(cfg: dict) -> dict:
             for k, v in vals.items()}
 
 
+def _check_axes(x: str, y: str) -> None:
+    if x not in BUDGET_X:
+        raise TableError(f"--x must be one of {', '.join(BUDGET_X)}, not {x!r}")
+    if y not in BUDGET_Y:
+        raise TableError(f"--y must be one of {', '.join(BUDGET_Y)}, not {y!r}")
+
+
 def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
     """The final point of one finished run directory.
 
@@ -79,10 +86,7 @@ def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
         TableError: one line naming the run and what is missing, or why the run is no point of a budget
             curve (not finished under its plan: stopped, failed, cut short by train.max_steps).
     """
-    if x not in BUDGET_X:
-        raise TableError(f"--x must be one of {', '.join(BUDGET_X)}, not {x!r}")
-    if y not in BUDGET_Y:
-        raise TableError(f"--y must be one of {', '.join(BUDGET_Y)}, not {y!r}")
+    _check_axes(x, y)
     docs = {}
     for name in ("summary.json", "config.json"):
         path = os.path.join(run_dir, name)
@@ -156,6 +160,7 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
     Returns:
         The curves and the skipped runs' one-line reasons.
     """
+    _check_axes(x, y)  # so that every TableError below is one run's
     if n_check < 0:
         raise TableError(f"--check must be >= 0, not {n_check}")
     points, skipped, seen = [], [], set()
@@ -167,8 +172,6 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
         try:
             points.append(read_point(d, x, y))
         except TableError as e:
-            if str(e).startswith("--"):
-                raise
             skipped.append(str(e))
     curves = []
     for key, runs in group_runs(points, by_hardware=x == "budget_s"):

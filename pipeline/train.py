@@ -535,29 +535,24 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     def strength_of(pos: float) -> float:
         return S.strength_at(pos, start=cc.strength_start, end=cc.strength_end, ramp_end=ramp_end)
 
-    finishing = None  # the reason a resumed run is complete when only its final evaluation is missing
+    finishing = None  # the stop reason of a resumed run that is complete but for its final evaluation
     if ck:  # a finished run stays finished unless its plan was changed (--force)
-        done = [why for why, cond in [
-            ("budget spent", budget and st.train_s >= budget), ("epochs done", total_steps and st.step >= total_steps),
-            ("epochs done", epoch_cap and st.step >= epoch_cap), ("max_steps", tc.max_steps and st.step >= tc.max_steps)]
+        done = [(label, reason, how) for label, reason, how, cond in [
+            ("budget spent", "budget", "--force with a larger train.budget_s or train.budget_h",
+             budget and st.train_s >= budget),
+            ("epochs done", "epochs", "--force with a larger train.epochs",
+             (total_steps and st.step >= total_steps) or (epoch_cap and st.step >= epoch_cap)),
+            ("max_steps", "max_steps", "a larger train.max_steps", tc.max_steps and st.step >= tc.max_steps)]
             if cond]
-        try:
-            prev = json.loads((run_dir / "summary.json").read_text())
-        except (OSError, ValueError):
-            prev = {}
-        if done and not (isinstance(prev, dict) and prev.get("steps") == st.step
-                         and prev.get("final_top1") is not None):
+        if done and _final_eval_logged(run_dir, st.step):
+            raise RunDirError(f"{run_dir}: the run is complete at step {st.step} ({done[0][0]}); nothing to resume "
+                              f"(extend it: {done[0][2]})")
+        if done:
             # the final checkpoint is written before the final evaluation: one killed during that
             # evaluation is finished now (the evaluation alone), not trained again
-            finishing = {"budget spent": "budget", "epochs done": "epochs", "max_steps": "max_steps"}[done[0]]
+            finishing = done[0][1]
             say(f"{run_dir}: complete at step {st.step}; its final evaluation did not finish: running it",
                 file=sys.stderr)
-        elif done:
-            how = {"budget spent": "--force with a larger train.budget_s or train.budget_h",
-                   "epochs done": "--force with a larger train.epochs",
-                   "max_steps": "a larger train.max_steps"}[done[0]]
-            raise RunDirError(f"{run_dir}: the run is complete at step {st.step} ({done[0]}); nothing to resume "
-                              f"(extend it: {how})")
 
     # -- run files (rank 0): a resumed run keeps the rows its checkpoint covers, no more
     env = environment(device)
@@ -573,7 +568,6 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         file=sys.stderr)
     steps_log = evals_log = None
     if dd.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         C.save(cfg, run_dir / "config.json")
         k = len(st.sessions) - 1  # a session that died before its first checkpoint left its K behind
         while resume and (run_dir / f"env-resume-{k}.json").exists():
@@ -830,6 +824,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         if error is None:
             dd.close()
     return summary
+
+
+def _final_eval_logged(run_dir: Path, step: int) -> bool:
+    """Whether summary.json holds the final evaluation of the run ending at `step`."""
+    try:
+        prev = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(prev, dict) and prev.get("steps") == step and prev.get("final_top1") is not None
 
 
 def _has_unused_params(net: nn.Module, res: int, device: torch.device) -> bool:

@@ -213,7 +213,6 @@ class ResizedFolder:
         self.items, self.max_side = items, max_side
         self.failures = Value("i", 0)
         self.worker_error = Array("c", 400)  # the first failure of a writer worker itself
-        self.parent_listens = False  # SIGUSR1 to the parent only where it has a handler for it
 
     def fail(self, message: str) -> None:
         with self.worker_error.get_lock():
@@ -287,18 +286,14 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
     writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers), page_size=PAGE_SIZE)
     data = ResizedFolder(items, res)
 
-    fired = []
-
     def worker_failed(signum, frame):
-        if not fired:  # once: the workers stopped below may be reported again
-            fired.append(signum)
-            raise _WorkerFailed()
+        raise _WorkerFailed()
     # signal handlers live in the main thread; elsewhere FFCV's own (blocking) behaviour remains
-    data.parent_listens = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, worker_failed) if data.parent_listens else None
-    try:  # FFCV's from_indexed_dataset, with workers that report their failure
+    watch = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGUSR1, worker_failed) if watch else None
+    try:  # FFCV's from_indexed_dataset, with its workers watched
         indices = list(enumerate(order.tolist()))
-        with _watching_workers(data):
+        with _watching_workers(data, watch):
             writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
     except _WorkerFailed:
         for p in multiprocessing.active_children():
@@ -309,7 +304,7 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
         raise WriteError(f"{beton.name}: a writer worker failed "
                          f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
     finally:
-        if data.parent_listens:
+        if watch:
             signal.signal(signal.SIGUSR1, previous)
     if data.failures.value:
         tmp.unlink(missing_ok=True)
@@ -319,30 +314,30 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
 
 
 class _WorkerFailed(Exception):
-    """Raised in the parent by SIGUSR1 from a failed writer worker."""
+    """Raised in the parent by SIGUSR1 from the thread watching the writer workers."""
 
 
 def _guarded_worker(*args) -> None:
     """FFCV's indexed-dataset worker, but a failure of its own (disk full, an encoder error)
-    reaches the parent: FFCV's parent waits forever for samples a dead worker never writes."""
+    leaves its message and a non-zero exit code for the parent's watch."""
     from ffcv.writer import worker_job_indexed_dataset
 
     try:
         worker_job_indexed_dataset(*args)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the write
         args[-1].fail(f"{type(e).__name__}: {e}")
-        if args[-1].parent_listens:
-            os.kill(os.getppid(), signal.SIGUSR1)
+        sys.exit(1)
 
 
 @contextlib.contextmanager
-def _watching_workers(data: ResizedFolder):
-    """A writer worker that dies without a word (SIGKILL from the OOM killer) stops the write
-    too: FFCV's worker processes are recorded as it starts them, and a thread checks their exit
-    codes (a worker that finished its share exits 0)."""
+def _watching_workers(data: ResizedFolder, enabled: bool):
+    """FFCV's parent waits forever for samples a dead worker never writes. Here its worker
+    processes are recorded as it starts them, and a thread checks their exit codes: one that
+    ends non-zero (an exception above, or SIGKILL from the OOM killer; a worker that finished
+    its share exits 0) sends SIGUSR1 to this process once, whose handler stops the write."""
     import ffcv.writer as fw
 
-    if not data.parent_listens:
+    if not enabled:
         yield
         return
     started, done, base = [], threading.Event(), fw.Process
