@@ -223,6 +223,68 @@ def test_rerun_decodes_only_new_or_changed_files(tmp_path, monkeypatch):
     assert [sk["reason"] for sk in m["splits"]["train"]["skipped"]] == ["empty file"]
 
 
+def test_an_interrupted_check_keeps_what_it_decoded(tmp_path, monkeypatch):
+    """Ctrl-C (or a crash) in the middle of the check: the files decoded so far are in the
+    cache, and the rerun decodes only the rest. The cache is also saved as the check goes (here
+    as often as it can), so a SIGKILL loses at most the files since the last save."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=4, size=(40, 30), seed=10)
+    out = tmp_path / "out"
+    real, probed = write_beton._probe, []
+    saves, real_save = [], write_beton._atomic_write_json
+    monkeypatch.setattr(write_beton, "CHECK_SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(write_beton, "_atomic_write_json", lambda path, obj: (
+        saves.append(len(obj["files"])) if path.name.startswith(".check") else None,
+        real_save(path, obj)))
+
+    def probe_until_interrupted(arg):
+        if len(probed) == 5:
+            raise KeyboardInterrupt
+        probed.append(arg[0])
+        return real(arg)
+
+    monkeypatch.setattr(write_beton, "_probe", probe_until_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_set(src, out, resolutions=(16,), splits=["train"])
+    cache = json.loads((out / ".check-train.json").read_text())
+    assert sorted(src / rel for rel in cache["files"]) == sorted(probed)
+    assert saves[-1] == 5 and saves[0] < 5, saves  # saved while checking, and once more on the way out
+    first = list(probed)
+    probed.clear()
+    monkeypatch.setattr(write_beton, "_probe", lambda arg: probed.append(arg[0]) or real(arg))
+    write_set(src, out, resolutions=(16,), splits=["train"])
+    assert len(probed) == 8 - 5 and not set(probed) & set(first)
+
+
+def test_a_read_error_is_reported_but_not_remembered(tmp_path, monkeypatch):
+    """An OSError while checking (a flaky mount) skips the file this run; the next run reads it
+    again instead of trusting the cached verdict. Decoding verdicts are remembered."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=11)
+    out = tmp_path / "out"
+    files = sorted((src / "train").glob("*/*.JPEG"))
+    flaky, broken = files[1], files[4]
+    broken.write_bytes(b"not a jpeg")
+    real = write_beton.load_rgb
+
+    def flaky_read(path, max_side):
+        if path == flaky:
+            raise OSError(5, "Input/output error")
+        return real(path, max_side)
+
+    monkeypatch.setattr(write_beton, "load_rgb", flaky_read)
+    m = write_set(src, out, resolutions=(16,), splits=["train"], max_bad_fraction=0.5)
+    assert sorted((Path(sk["path"]).name, sk["reason"].split(" (")[0].split(":")[0])
+                  for sk in m["splits"]["train"]["skipped"]) == sorted(
+        [(flaky.name, "unreadable"), (broken.name, "not an image PIL can identify")])
+    monkeypatch.setattr(write_beton, "load_rgb", real)
+    probed = []
+    real_probe = write_beton._probe
+    monkeypatch.setattr(write_beton, "_probe", lambda arg: probed.append(arg[0].name) or real_probe(arg))
+    m = write_set(src, out, resolutions=(16,), splits=["train"], max_bad_fraction=0.5)
+    assert probed == [flaky.name]
+    assert [Path(sk["path"]).name for sk in m["splits"]["train"]["skipped"]] == [broken.name]
+    assert m["splits"]["train"]["count"] == 5
+
+
 def test_failure_while_writing_leaves_nothing_final(tmp_path, monkeypatch):
     """A file that passes the check and then fails inside FFCV's writer processes (it
     changed on disk): no hang, a clear error, no <split>_<r>.beton and no manifest."""
@@ -232,7 +294,7 @@ def test_failure_while_writing_leaves_nothing_final(tmp_path, monkeypatch):
     real_probe = write_beton.probe_split
 
     def probe_then_break(items, *a, **kw):
-        reasons = real_probe(items, *a, **kw)
+        reasons = list(real_probe(items, *a, **kw))
         victim.write_bytes(b"")  # the file breaks between the check and the write
         return reasons
 

@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass
 from multiprocessing import Array, Pool, Value
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -149,6 +150,9 @@ def load_rgb(path: Path, max_side: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+UNREADABLE = "unreadable"  # an OSError while reading: perhaps transient, so never remembered
+
+
 def _probe(arg: tuple[Path, int]) -> str | None:
     path, max_side = arg
     try:
@@ -157,24 +161,32 @@ def _probe(arg: tuple[Path, int]) -> str | None:
     except ValueError as e:
         return str(e)
     except OSError as e:  # gone or unreadable since it was listed
-        return f"unreadable ({e.strerror or e})"
+        return f"{UNREADABLE} ({e.strerror or e})"
 
 
-def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> list[str | None]:
-    """Decodes every file once (at the smallest resolution, so cheaply); returns a reason
-    per unreadable file, None per good one."""
+def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> Iterator[str | None]:
+    """Decodes every file once (at the smallest resolution, so cheaply); yields, in order, a
+    reason per unreadable file, None per good one."""
     args = [(it.path, max_side) for it in items]
     if workers <= 1:
-        return [_probe(a) for a in tqdm(args, desc=desc, unit="img")]
+        yield from (_probe(a) for a in tqdm(args, desc=desc, unit="img"))
+        return
     with Pool(workers) as pool:
-        return list(tqdm(pool.imap(_probe, args, chunksize=64), total=len(args),
-                         desc=desc, unit="img"))
+        yield from tqdm(pool.imap(_probe, args, chunksize=64), total=len(args), desc=desc, unit="img")
+
+
+CHECK_SAVE_EVERY_S = 60.0
 
 
 def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
                 desc: str) -> list[str | None]:
     """probe_split, remembering results in `cache` by (path, size, mtime): a rerun (after an
-    interruption, or with other settings) decodes only new or changed files again."""
+    interruption, or with other settings) decodes only new or changed files again.
+
+    The cache is saved as the check goes (every CHECK_SAVE_EVERY_S, or ten times as long as a
+    save took, whichever is longer) and when it stops for any reason, so Ctrl-C or a crash during
+    the check of ImageNet's 1.28M files keeps what was decoded. OSErrors (a flaky disk or network
+    mount) are reported but not remembered: the next run reads those files again."""
     try:
         saved = json.loads(cache.read_text())
         known = saved["files"] if saved.get("max_side") == max_side else {}
@@ -182,21 +194,33 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
             known = {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         known = {}
-    stats = [it.path.stat() for it in items]
-    keys = [[st.st_size, st.st_mtime_ns] for st in stats]
+    keys = [[st.st_size, st.st_mtime_ns] for st in (it.path.stat() for it in items)]
     reasons: list[str | None] = [None] * len(items)
-    todo = []
+    remembered, todo = {}, []
     for i, (it, key) in enumerate(zip(items, keys)):
         hit = known.get(it.rel)
         if isinstance(hit, list) and len(hit) == 3 and hit[:2] == key:
-            reasons[i] = hit[2]
+            reasons[i] = remembered[it.rel] = hit[2]
         else:
             todo.append(i)
-    if todo:
+    if not todo:
+        return reasons
+
+    def save() -> float:
+        t0 = time.monotonic()
+        _atomic_write_json(cache, {"max_side": max_side, "files": remembered})
+        return time.monotonic() - t0
+
+    last, cost = time.monotonic(), 0.0
+    try:
         for i, r in zip(todo, probe_split([items[i] for i in todo], max_side, workers, desc)):
             reasons[i] = r
-    _atomic_write_json(cache, {"max_side": max_side, "files": {
-        it.rel: [*key, r] for it, key, r in zip(items, keys, reasons)}})
+            if not (r or "").startswith(UNREADABLE):
+                remembered[items[i].rel] = [*keys[i], r]
+            if time.monotonic() - last > max(CHECK_SAVE_EVERY_S, 10 * cost):
+                cost, last = save(), time.monotonic()
+    finally:
+        save()
     return reasons
 
 
