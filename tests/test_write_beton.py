@@ -405,3 +405,35 @@ def test_a_writer_worker_killed_outright_stops_the_write(tmp_path, monkeypatch):
     assert not list(out.glob("*.beton")) and not list(out.glob(".*partial"))
     import ffcv.writer
     assert ffcv.writer.Process is __import__("multiprocessing").Process  # put back
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_run_leaves_no_partial_file_and_reruns(tmp_path, sig, code):
+    """SIGTERM (a scheduler's limit) or Ctrl-C (SIGINT to the whole process group) while a beton
+    is written: one line, exit 143 / 130, the partial file (on ImageNet up to ~47 GB) removed,
+    the check's record kept; the rerun finishes the set. Run as a process of its own, as the
+    handlers are main()'s."""
+    import os
+    import signal
+    import time
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=200, size=(256, 192), splits={"val": 2}, seed=12)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "tools" / "write_beton.py"), str(src), str(out),
+           "--resolutions", "192", "--workers", "1", "--jpeg-quality", "95"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".train_192.beton.*partial")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, "the write ended before it could be stopped"
+    os.killpg(p.pid, getattr(signal, sig))
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == code, err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: ") and "rerun the same command" in last, err
+    assert not [f.name for f in out.iterdir() if "partial" in f.name or f.suffix == ".beton"]
+    assert not (out / "manifest.json").exists() and (out / ".check-train.json").is_file()
+    if sig == "SIGTERM":  # the rerun (10 s, most of it importing FFCV) once
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 400

@@ -171,7 +171,8 @@ def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> It
     if workers <= 1:
         yield from (_probe(a) for a in tqdm(args, desc=desc, unit="img"))
         return
-    with Pool(workers) as pool:
+    with Pool(workers, initializer=_worker_signals) as pool:
+        _check_stop()
         yield from tqdm(pool.imap(_probe, args, chunksize=64), total=len(args), desc=desc, unit="img")
 
 
@@ -214,6 +215,7 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
     last, cost = time.monotonic(), 0.0
     try:
         for i, r in zip(todo, probe_split([items[i] for i in todo], max_side, workers, desc)):
+            _check_stop()
             reasons[i] = r
             if not (r or "").startswith(UNREADABLE):
                 remembered[items[i].rel] = [*keys[i], r]
@@ -311,6 +313,7 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
     data = ResizedFolder(items, res)
 
     def worker_failed(signum, frame):
+        _check_stop()  # a worker ended by the same Ctrl-C: report the stop, not the worker
         raise _WorkerFailed()
     # signal handlers live in the main thread; elsewhere FFCV's own (blocking) behaviour remains
     watch = threading.current_thread() is threading.main_thread()
@@ -319,14 +322,18 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
         indices = list(enumerate(order.tolist()))
         with _watching_workers(data, watch):
             writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
-    except _WorkerFailed:
+    except BaseException as e:  # a failed worker, Ctrl-C, SIGTERM (main): no partial file stays behind
+        if watch:  # the watch has ended; a late SIGUSR1 must not cut the cleanup short
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         for p in multiprocessing.active_children():
             p.terminate()
             p.join()
         _release(writer)
         tmp.unlink(missing_ok=True)
-        raise WriteError(f"{beton.name}: a writer worker failed "
-                         f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
+        if isinstance(e, _WorkerFailed):
+            raise WriteError(f"{beton.name}: a writer worker failed "
+                             f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
+        raise
     finally:
         if watch:
             signal.signal(signal.SIGUSR1, previous)
@@ -337,8 +344,39 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
     os.replace(tmp, beton)
 
 
+class _Stopped(Exception):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit), raised in the main thread by the
+    handlers main() installs, so that the cleanups run."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP: list[int] = []  # the stop signal received, kept in case its exception was swallowed
+
+
+def _stop_signal(signum, frame):
+    _STOP.append(signum)
+    raise _Stopped(signum)
+
+
+def _check_stop() -> None:
+    """Raise a stop whose exception was swallowed: one that arrives while the process forks
+    is raised inside Python's at-fork hooks, which only print it (seen in tests)."""
+    if _STOP:
+        raise _Stopped(_STOP[0])
+
+
 class _WorkerFailed(Exception):
     """Raised in the parent by SIGUSR1 from the thread watching the writer workers."""
+
+
+def _worker_signals() -> None:
+    """In a worker process: Ctrl-C is the parent's to handle (it terminates the workers), and
+    SIGTERM (how it terminates them) ends the worker, whatever handler main() set."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _guarded_worker(*args) -> None:
@@ -346,6 +384,7 @@ def _guarded_worker(*args) -> None:
     leaves its message and a non-zero exit code for the parent's watch."""
     from ffcv.writer import worker_job_indexed_dataset
 
+    _worker_signals()
     try:
         worker_job_indexed_dataset(*args)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the write
@@ -370,6 +409,7 @@ def _watching_workers(data: ResizedFolder, enabled: bool):
         def start(self):
             super().start()
             started.append(self)
+            _check_stop()
 
     def watch():
         while not done.wait(0.5):
@@ -559,9 +599,19 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    _STOP.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_signal)
     try:
         run(a.src, a.out, a.resolutions, a.splits, a.workers, a.jpeg_quality, a.raw_max_res,
             a.max_per_class, a.max_bad_fraction, a.seed)
+    except _Stopped as e:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # one stop is enough
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"error: {a.out}: stopped by {signal.Signals(e.signum).name}; no partial file is left, "
+              "finished betons and the files checked so far are kept: rerun the same command to "
+              "continue", file=sys.stderr)
+        return 128 + e.signum
     except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
