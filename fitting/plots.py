@@ -1,6 +1,8 @@
 """Plots of fitted curves (matplotlib, Agg backend: works without a display)."""
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
@@ -60,10 +62,36 @@ def safe_name(curve: Curve) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(str(v) for v in curve.key.values()) or "curve").strip("_")
 
 
+INDEX = ".plots.json"  # the PNGs the last plot_all wrote in a folder
+
+
 def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, grid: bool = True,
              extend: float = 2.0) -> list[str]:
-    """One PNG per curve in out_dir, plus grid.png with all of them when grid is true; returns the paths."""
+    """One PNG per curve in out_dir, plus grid.png with all of them when grid is true; returns the paths.
+
+    The PNGs an earlier call wrote in out_dir that this one does not (curves gone or renamed) are
+    removed, so a reused folder shows this fit only; other files are never touched."""
     os.makedirs(out_dir, exist_ok=True)
+    paths = _plot_all(curves, results, out_dir, grid, extend)
+    index = os.path.join(out_dir, INDEX)
+    try:
+        with open(index) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = []
+    now = [os.path.basename(p) for p in paths]
+    for name in before if isinstance(before, list) else []:
+        if isinstance(name, str) and name not in now and name.endswith(".png") and os.path.basename(name) == name:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(out_dir, name))
+    tmp = index + ".partial"
+    with open(tmp, "w") as f:
+        json.dump(now, f)
+    os.replace(tmp, index)
+    return paths
+
+
+def _plot_all(curves, results, out_dir, grid, extend) -> list[str]:
     paths, seen = [], {}
     for c, rs in zip(curves, results):
         if c.error:

@@ -37,9 +37,16 @@ def test_cli_fit_csv(tmp_path, capsys):
     assert "family=b" in d["reason"][6] and "'loss'" in d["reason"][6]
     assert all(v is not None and v < 0.05 for v in d["rmsle_heldout"][:6])
     assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]  # temp file renamed
-    assert sorted(os.listdir(tmp_path / "plots")) == ["a_l.png", "a_s.png", "grid.png"]
+    assert sorted(os.listdir(tmp_path / "plots")) == [".plots.json", "a_l.png", "a_s.png", "grid.png"]
     text = capsys.readouterr().out
     assert "wins" in text and "bnsl" in text and "failed: curve (family=b" in text
+
+    # The folder reused for other curves: this fit's PNGs only, and the user's files untouched.
+    for name in ("mine.png", "notes.txt"):
+        (tmp_path / "plots" / name).write_text("x")
+    assert main(["fit", str(src), "--x", "examples", "--y", "loss", "--curve", "family", "--split-col", "split",
+                 "--forms", "m2", "--workers", "1", "--out", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    assert sorted(os.listdir(tmp_path / "plots")) == [".plots.json", "a.png", "mine.png", "notes.txt"]
 
 
 def test_cli_missing_column_one_line(tmp_path, capsys):
