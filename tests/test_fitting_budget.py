@@ -85,7 +85,7 @@ def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
     f = ipc.open_file(str(fits)).read_all().to_pydict()
     assert f["form"] == ["bnsl", "m2", "bnsl", "m2"] and f["n_fit"] == [6, 6, 4, 4]
     assert f["a"][1] == pytest.approx(0.08, abs=0.005)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["0.001.png", "0.003.png", "grid.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["0.001.png", "0.003.png", "grid.png"]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 

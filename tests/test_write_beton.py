@@ -421,13 +421,17 @@ def test_a_stopped_run_leaves_no_partial_file_and_reruns(tmp_path, sig, code):
     cmd = [sys.executable, str(ROOT / "tools" / "write_beton.py"), str(src), str(out),
            "--resolutions", "192", "--workers", "1", "--jpeg-quality", "95"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, env=dict(os.environ, PYTHONFAULTHANDLER="1"))
     deadline = time.monotonic() + 120
     while not list(out.glob(".train_192.beton.*partial")) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert p.poll() is None, "the write ended before it could be stopped"
     os.killpg(p.pid, getattr(signal, sig))
-    err = p.communicate(timeout=60)[1]
+    try:
+        err = p.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:  # show where it hangs: faulthandler prints every thread
+        os.killpg(p.pid, signal.SIGABRT)
+        pytest.fail("no exit 60 s after the signal:\n" + p.communicate(timeout=60)[1][-8000:])
     assert p.returncode == code, err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert last.startswith(f"error: {out}: ") and "rerun the same command" in last, err

@@ -14,6 +14,7 @@ Safety: each beton is written under a temporary name and renamed when complete, 
 hidden record of its settings beside it; a rerun redoes only the betons that are missing or
 were written with other settings. Unreadable files are skipped and listed; if more than
 --max-bad-fraction of a split is unreadable, nothing final is written and the exit is 1.
+Ctrl-C or SIGTERM stops it at the next file or 0.1 s, partial file removed (exit 130 / 143).
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import sys
-import threading
 import time
 import warnings
 import zlib
@@ -78,6 +79,7 @@ def list_split(src: Path, split: str, classes: list[str], max_per_class: int | N
     index = {c: i for i, c in enumerate(classes)}
     items = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        _check_stop()
         if d.name not in index:
             raise WriteError(f"{d}: class '{d.name}' is not among the train classes")
         files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
@@ -171,8 +173,9 @@ def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> It
     if workers <= 1:
         yield from (_probe(a) for a in tqdm(args, desc=desc, unit="img"))
         return
-    with Pool(workers, initializer=_worker_signals) as pool:
-        _check_stop()
+    with _signals_held():
+        pool = Pool(workers, initializer=_worker_signals)
+    with pool:
         yield from tqdm(pool.imap(_probe, args, chunksize=64), total=len(args), desc=desc, unit="img")
 
 
@@ -231,9 +234,9 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
 class ResizedFolder:
     """The indexed dataset FFCV's writer pulls from: (H, W, 3) uint8 and a label.
 
-    FFCV's writer waits forever for a worker that raised, so a file that fails here (it
-    passed the check, then changed) is counted in a shared flag and replaced by a 1-pixel
-    placeholder; write_beton then discards the temporary file and fails."""
+    A file that fails here (it passed the check, then changed) is counted in a shared flag and
+    replaced by a 1-pixel placeholder, so the write goes on and warns of every such file;
+    write_beton then discards the temporary file and fails."""
 
     def __init__(self, items: list[Item], max_side: int):
         self.items, self.max_side = items, max_side
@@ -299,89 +302,136 @@ def write_beton(beton: Path, items: list[Item], order: np.ndarray, res: int, mod
     The temporary name carries our pid: a writer worker orphaned by a killed run may still
     append to its own file for a while, never to ours; such leftovers are removed first."""
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.utils import chunks
     from ffcv.writer import DatasetWriter
 
     for stale in beton.parent.glob(f".{beton.name}.*partial"):
         stale.unlink(missing_ok=True)
     tmp = beton.with_name(f".{beton.name}.{os.getpid()}.partial")
     _record_path(beton).unlink(missing_ok=True)
-    fields = {IMAGE_FIELD: RGBImageField(write_mode=mode, max_resolution=None,
-                                         jpeg_quality=quality),
+    data = ResizedFolder(items, res)
+    fields = {IMAGE_FIELD: RGBImageField(write_mode=mode, max_resolution=None, jpeg_quality=quality),
               LABEL_FIELD: IntField()}
     writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers), page_size=PAGE_SIZE)
-    data = ResizedFolder(items, res)
-
-    def worker_failed(signum, frame):
-        _check_stop()  # a worker ended by the same Ctrl-C: report the stop, not the worker
-        raise _WorkerFailed()
-    # signal handlers live in the main thread; elsewhere FFCV's own (blocking) behaviour remains
-    watch = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGUSR1, worker_failed) if watch else None
-    try:  # FFCV's from_indexed_dataset, with its workers watched
-        indices = list(enumerate(order.tolist()))
-        with _watching_workers(data, watch):
-            writer._write_common(len(indices), chunks(indices, 100), _guarded_worker, (data,))
-    except BaseException as e:  # a failed worker, Ctrl-C, SIGTERM (main): no partial file stays behind
-        if watch:  # the watch has ended; a late SIGUSR1 must not cut the cleanup short
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-        for p in multiprocessing.active_children():
+    procs: list = []
+    try:  # from the partial file's creation to its rename
+        _write_watched(writer, list(enumerate(order.tolist())), data, procs, beton.name)
+        if data.failures.value:
+            raise WriteError(f"{beton.name}: {data.failures.value} file(s) became unreadable "
+                             "while writing (warnings above); rerun to write this beton")
+        os.replace(tmp, beton)
+    except BaseException:  # a failed worker, Ctrl-C, SIGTERM: no partial file stays behind
+        for p in procs:
             p.terminate()
-            p.join()
+            p.join(timeout=10)
+            if p.is_alive():  # never wait on a worker
+                p.kill()
+                p.join()
         _release(writer)
         tmp.unlink(missing_ok=True)
-        if isinstance(e, _WorkerFailed):
-            raise WriteError(f"{beton.name}: a writer worker failed "
-                             f"({data.worker_error.value.decode(errors='replace')}); nothing written") from None
         raise
-    finally:
-        if watch:
-            signal.signal(signal.SIGUSR1, previous)
-    if data.failures.value:
-        tmp.unlink(missing_ok=True)
-        raise WriteError(f"{beton.name}: {data.failures.value} file(s) became unreadable "
-                         "while writing (warnings above); rerun to write this beton")
-    os.replace(tmp, beton)
+
+
+def _write_watched(writer, indices: list[tuple[int, int]], data: "ResizedFolder", procs: list,
+                   name: str) -> None:
+    """FFCV 1.0.2's DatasetWriter._write_common with our worker, and its wait for the workers
+    made a loop that also ends on a stop (Ctrl-C, SIGTERM) and on a worker that ended in an error
+    or was killed (the OOM killer): FFCV's own waits forever for samples a dead worker never
+    writes. `procs` receives the worker processes as they start, for the caller to end."""
+    from ffcv.memory_allocator import MemoryAllocator
+    from ffcv.utils import chunks
+
+    n = writer.num_samples = len(indices)
+    writer.prepare()
+    work, allocations = multiprocessing.Queue(), multiprocessing.Queue()
+    for todo in chunks(indices, 100):
+        work.put(todo)
+    for _ in range(writer.num_workers):
+        work.put(None)  # no more work
+    done = Value("Q", 0)
+    allocator = MemoryAllocator(writer.fname, writer.data_region_start, writer.page_size)
+    args = (work, writer.metadata_sm, writer.metadata_type, writer.fields, allocator, done,
+            allocations, data)
+    for _ in range(writer.num_workers):
+        p = multiprocessing.Process(target=_guarded_worker, args=args)
+        with _signals_held():
+            p.start()
+        procs.append(p)
+
+    def check() -> None:
+        _check_stop()
+        failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if failed:
+            why = data.worker_error.value.decode(errors="replace") or f"exit code {failed[0]}" + (
+                f", killed by signal {-failed[0]} (out of memory?)" if failed[0] < 0 else "")
+            raise WriteError(f"{name}: a writer worker failed "
+                             f"({why}); nothing written")
+
+    with tqdm(total=n, unit="img") as bar:
+        while bar.n < n:
+            check()
+            bar.update(done.value - bar.n)
+            time.sleep(0.1)
+    table = []
+    while len(table) < len(procs):  # each worker sends its allocations as it ends
+        check()
+        with contextlib.suppress(queue.Empty):
+            table.append(allocations.get(timeout=0.1))
+    writer.finalize([a for t in table for a in t])
+    _release(writer)
+    for p in procs:
+        p.join()
 
 
 class _Stopped(Exception):
-    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit), raised in the main thread by the
-    handlers main() installs, so that the cleanups run."""
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit), received by main()'s handler and
+    raised where the tool checks for it (_check_stop): between files, and every 0.1 s while
+    writing, never at an arbitrary point (an exception raised inside a library's lock or
+    Process.start left a lock held or a worker nothing ended, both seen in tests)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
 
 
-_STOP: list[int] = []  # the stop signal received, kept in case its exception was swallowed
+_STOP: list[int] = []  # the stop signals received
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _stop_signal(signum, frame):
     _STOP.append(signum)
-    raise _Stopped(signum)
+    if len(_STOP) > 1:  # the second Ctrl-C does not wait: default action (a .partial may stay)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _check_stop() -> None:
-    """Raise a stop whose exception was swallowed: one that arrives while the process forks
-    is raised inside Python's at-fork hooks, which only print it (seen in tests)."""
     if _STOP:
         raise _Stopped(_STOP[0])
 
 
-class _WorkerFailed(Exception):
-    """Raised in the parent by SIGUSR1 from the thread watching the writer workers."""
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM while a worker process is forked: the child starts with them held
+    and takes them only once it has set its own handlers (_worker_signals), so main()'s (which
+    only records) never runs there, where a SIGTERM from the parent would then be ignored."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _worker_signals() -> None:
     """In a worker process: Ctrl-C is the parent's to handle (it terminates the workers), and
-    SIGTERM (how it terminates them) ends the worker, whatever handler main() set."""
+    SIGTERM (how it terminates them) ends the worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def _guarded_worker(*args) -> None:
     """FFCV's indexed-dataset worker, but a failure of its own (disk full, an encoder error)
-    leaves its message and a non-zero exit code for the parent's watch."""
+    leaves its message and a non-zero exit code for the parent's loop."""
     from ffcv.writer import worker_job_indexed_dataset
 
     _worker_signals()
@@ -392,53 +442,16 @@ def _guarded_worker(*args) -> None:
         sys.exit(1)
 
 
-@contextlib.contextmanager
-def _watching_workers(data: ResizedFolder, enabled: bool):
-    """FFCV's parent waits forever for samples a dead worker never writes. Here its worker
-    processes are recorded as it starts them, and a thread checks their exit codes: one that
-    ends non-zero (an exception above, or SIGKILL from the OOM killer; a worker that finished
-    its share exits 0) sends SIGUSR1 to this process once, whose handler stops the write."""
-    import ffcv.writer as fw
-
-    if not enabled:
-        yield
-        return
-    started, done, base = [], threading.Event(), fw.Process
-
-    class Recorded(base):
-        def start(self):
-            super().start()
-            started.append(self)
-            _check_stop()
-
-    def watch():
-        while not done.wait(0.5):
-            codes = [p.exitcode for p in started if p.exitcode not in (None, 0)]
-            if codes:
-                data.fail(f"exit code {codes[0]}"
-                          + (f", killed by signal {-codes[0]} (out of memory?)" if codes[0] < 0 else ""))
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
-    fw.Process = Recorded
-    thread = threading.Thread(target=watch, name="writer-watch", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        fw.Process = base
-        thread.join()
-
-
 def _release(writer) -> None:
-    """Free the shared memory FFCV's writer holds when a write is abandoned."""
+    """Free the shared memory FFCV's writer holds (before the writer makes it, FFCV keeps a
+    placeholder int there; after, a second release does nothing)."""
+    from multiprocessing import shared_memory
+
     sm = getattr(writer, "metadata_sm", None)
-    if sm is not None:
-        try:
+    if isinstance(sm, shared_memory.SharedMemory):
+        with contextlib.suppress(OSError):
             sm.close()
             sm.unlink()
-        except (OSError, FileNotFoundError):
-            pass
 
 
 # ---------------------------------------------------------------- the whole tool
@@ -606,8 +619,6 @@ def main(argv: list[str] | None = None) -> int:
         run(a.src, a.out, a.resolutions, a.splits, a.workers, a.jpeg_quality, a.raw_max_res,
             a.max_per_class, a.max_bad_fraction, a.seed)
     except _Stopped as e:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # one stop is enough
-            signal.signal(sig, signal.SIG_IGN)
         print(f"error: {a.out}: stopped by {signal.Signals(e.signum).name}; no partial file is left, "
               "finished betons and the files checked so far are kept: rerun the same command to "
               "continue", file=sys.stderr)
