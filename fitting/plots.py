@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from fitting.fit import FitResult  # noqa: E402
 from fitting.tables import Curve  # noqa: E402
+from pipeline.logs import write_json  # noqa: E402
 from pipeline.plots import save_figure  # noqa: E402
 
 
@@ -84,10 +85,7 @@ def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, 
         if isinstance(name, str) and name not in now and name.endswith(".png") and os.path.basename(name) == name:
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(out_dir, name))
-    tmp = index + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(now, f)
-    os.replace(tmp, index)
+    write_json(index, now)
     return paths
 
 

@@ -363,8 +363,7 @@ def _write_watched(writer, indices: list[tuple[int, int]], data: "ResizedFolder"
         if failed:
             why = data.worker_error.value.decode(errors="replace") or f"exit code {failed[0]}" + (
                 f", killed by signal {-failed[0]} (out of memory?)" if failed[0] < 0 else "")
-            raise WriteError(f"{name}: a writer worker failed "
-                             f"({why}); nothing written")
+            raise WriteError(f"{name}: a writer worker failed ({why}); nothing written")
 
     with tqdm(total=n, unit="img") as bar:
         while bar.n < n:
@@ -613,7 +612,7 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     _STOP.clear()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, _stop_signal)
     try:
         run(a.src, a.out, a.resolutions, a.splits, a.workers, a.jpeg_quality, a.raw_max_res,
