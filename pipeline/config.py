@@ -395,10 +395,11 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 
 # Keys a resumed run may change freely: where the data is and how fast or verbosely it runs, not
-# what is trained (anything else changes the plan and needs --force).
+# what is trained (anything else changes the plan and needs --force). The arithmetic's precision
+# and the memory layout go with the device (`auto` follows it), so they may change with it.
 RESUME_SAFE = frozenset({
     "data.dir", "data.num_workers", "data.batches_ahead", "data.val_batch_size", "train.device", "train.compile",
-    "train.threads", "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
+    "train.precision", "train.channels_last", "train.threads", "train.progress_bar", "train.plot", "train.log_every", "train.eval_every", "train.max_steps",
     "train.ckpt_every", "train.ckpt_every_min", "train.ckpt_keep", "train.nonfinite",
 })
 

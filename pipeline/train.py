@@ -111,6 +111,26 @@ def build_optimizer(net: nn.Module, cfg: C.Config, device: torch.device) -> torc
                              fused=device.type == "cuda")
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """opt.load_state_dict(state), then every state tensor laid out like its parameter.
+
+    A checkpoint keeps the memory layout its tensors had (load_state_dict's `.to()` preserves
+    strides), so a model built channels_last on resume (a CPU checkpoint continued on CUDA, where
+    `train.channels_last=auto` turns it on, or the key changed) would pair channels_last
+    parameters with contiguous `exp_avg`/`exp_avg_sq`. Fused AdamW (ours on CUDA) needs one
+    layout for both: on CUDA it raises at the first step ("params, grads, exp_avgs, and
+    exp_avg_sqs must have same dtype, device, and layout", ATen's check_fast_path_restrictions),
+    and on the CPU it walks them as flat buffers, pairing the wrong elements (one step of lr 0.1
+    moved weights by up to 0.17 from the same step with matching layouts). The foreach and
+    single-tensor paths index by strides and were unaffected.
+    """
+    opt.load_state_dict(state)
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def build_net(cfg: C.Config, num_classes: int, img_size: int, device: torch.device, rt: "Runtime") -> nn.Module:
     """The model as a run trains it: on the device, channels_last when `rt` says so, in train mode."""
     net = build_model(cfg, num_classes, img_size=img_size).to(device)
@@ -484,7 +504,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
             path, ck = found
             ck_name = path.name
             net.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
+            load_optimizer_state(opt, ck["optimizer"])
     st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)
     st.sessions.append({"step": st.step, "checkpoint": ck_name, "world": dd.world, "time": time.time()})
     model = net

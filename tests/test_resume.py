@@ -206,6 +206,49 @@ def test_resume_on_cuda(warm, tmp_path, monkeypatch):
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=0.05)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cpu_checkpoint_continues_on_cuda(warm, tmp_path, monkeypatch):
+    """train.device is resume-safe: a run stopped on the CPU (contiguous, fp32, plain AdamW)
+    continues on CUDA (channels_last, bf16, fused AdamW, which checks that a parameter and its
+    state share one layout) and finishes its plan."""
+    run = tmp_path / "run"
+    stop_at(monkeypatch, 5)
+    assert T.train(det_cfg(warm), run)["stop_reason"] == "signal"
+    monkeypatch.undo()
+    T.STOP.signum = 0
+    s = T.train(det_cfg(warm, train__device="cuda", train__compile="off"), run, resume=True)
+    assert s["status"] == "ok" and s["steps"] == 12 and [x["step"] for x in s["sessions"]] == [0, 5]
+    assert all(math.isfinite(r["loss"]) for r in rows(run))
+
+
+def test_resume_with_another_memory_layout_keeps_adamw_state_aligned(warm, tmp_path, monkeypatch):
+    """A run stopped channels_last and resumed without it continues the uninterrupted run under
+    fused AdamW (as built for CUDA, here on the CPU), which reads a parameter and its state as flat
+    buffers: a CPU checkpoint continued on CUDA (`channels_last=auto` turns it on) is the same case
+    the other way round. Without load_optimizer_state the losses after the resume differ."""
+    real = T.build_optimizer
+
+    def fused(net, cfg, device):  # as built for CUDA: fused=True (supported on the CPU too)
+        opt = real(net, cfg, torch.device("cuda"))
+        assert opt.defaults["fused"]
+        return opt
+    monkeypatch.setattr(T, "build_optimizer", fused)
+    full = tmp_path / "full"
+    T.train(det_cfg(warm), full)
+    run = tmp_path / "run"
+    stop_at(monkeypatch, 5)
+    assert T.train(det_cfg(warm, train__channels_last="on"), run)["stop_reason"] == "signal"
+    _, ck = ckpt.load_latest(run / "checkpoints")
+    assert any(t.dim() == 4 and not t.is_contiguous() for v in ck["optimizer"]["state"].values()
+               for t in v.values())  # the test means something: a state tensor was saved channels_last
+    monkeypatch.undo()
+    monkeypatch.setattr(T, "build_optimizer", fused)
+    T.STOP.signum = 0
+    assert T.train(det_cfg(warm), run, resume=True)["status"] == "ok"
+    check_matches_uninterrupted(run, full)
+
+
 def check_matches_uninterrupted(run, full):
     """Row by row the same schedule and losses, the same evaluations, the same final weights and
     AdamW state as the uninterrupted run."""
@@ -328,8 +371,9 @@ def test_resume_refuses_overrides_that_change_the_plan(warm, tmp_path):
         C.parse_args(["--resume", str(run), "--optim.lr=0.5"])
     a = C.parse_args(["--resume", str(run), "--optim.lr=0.5", "--force"])
     assert a.resume and a.cfg.optim.lr == 0.5 and a.run_dir == str(run)
-    a = C.parse_args(["--resume", str(run), "--train.max_steps=0", "--data.num_workers=2"])  # no plan change
-    assert a.cfg.train.max_steps == 0
+    a = C.parse_args(["--resume", str(run), "--train.max_steps=0", "--data.num_workers=2",
+                      "--train.channels_last=on", "--train.precision=fp32"])  # no plan change
+    assert a.cfg.train.max_steps == 0 and a.cfg.train.channels_last == "on"
     with pytest.raises(C.ConfigError, match="--force: only with --resume"):
         C.parse_args(["--config", "demo", "--force"])
     with pytest.raises(C.ConfigError, match="--resume: .*not found"):
