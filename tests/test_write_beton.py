@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,28 @@ def test_rerun_decodes_only_new_or_changed_files(tmp_path, monkeypatch):
     m = write_set(src, out, resolutions=(16,), max_bad_fraction=0.5)
     assert probed == [changed.name]
     assert [sk["reason"] for sk in m["splits"]["train"]["skipped"]] == ["empty file"]
+
+
+def test_a_lower_resolution_added_reuses_the_check(tmp_path, monkeypatch):
+    """The check decodes at the smallest resolution; verdicts from a larger one stand for a
+    smaller (the same stream, scaled down further), not the other way round."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=11)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(32,))
+    probed = []
+    real = write_beton._probe
+    monkeypatch.setattr(write_beton, "_probe", lambda arg: probed.append(arg[1]) or real(arg))
+    write_set(src, out, resolutions=(16, 32))
+    write_set(src, out, resolutions=(32,))
+    assert probed == []  # nothing was decoded at 16 px: the cache still holds 32 px verdicts
+    changed = sorted((src / "train").glob("*/*.JPEG"))[0]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    write_set(src, out, resolutions=(16, 32))
+    assert probed == [16]
+    assert json.loads((out / ".check-train.json").read_text())["max_side"] == 16
+    probed.clear()
+    write_set(src, out, resolutions=(32,))
+    assert probed == [32] * len(list((src / "train").glob("*/*.JPEG")))  # back up: checked again
 
 
 def test_an_interrupted_check_keeps_what_it_decoded(tmp_path, monkeypatch):

@@ -187,13 +187,17 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
     """probe_split, remembering results in `cache` by (path, size, mtime): a rerun (after an
     interruption, or with other settings) decodes only new or changed files again.
 
+    Verdicts reached at a larger `max_side` are kept for a smaller one (a lower resolution added
+    to the set): the smaller decode reads the same compressed stream and only scales it down
+    further. The file is then labelled with the smaller size, so going back up checks again.
+
     The cache is saved as the check goes (every CHECK_SAVE_EVERY_S, or ten times as long as a
     save took, whichever is longer) and when it stops for any reason, so Ctrl-C or a crash during
     the check of ImageNet's 1.28M files keeps what was decoded. OSErrors (a flaky disk or network
     mount) are reported but not remembered: the next run reads those files again."""
     try:
         saved = json.loads(cache.read_text())
-        known = saved["files"] if saved.get("max_side") == max_side else {}
+        known = saved["files"] if saved.get("max_side", 0) >= max_side else {}
         if not isinstance(known, dict):
             known = {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
