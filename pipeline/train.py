@@ -907,6 +907,14 @@ def print_summary(s: dict[str, Any]) -> None:
               f"{v['median_images_per_s'] or 0:9.0f} img/s (median)")
 
 
+def _remove_if_empty(*dirs: Path) -> None:
+    for d in dirs:
+        try:
+            d.rmdir()  # only ever removes an empty directory
+        except OSError:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit codes: 0 done, 1 run error (logs kept), 2 bad config or data,
     75 stopped by SIGTERM/SIGINT with a checkpoint (continue with --resume DIR), 130 forced stop."""
@@ -924,7 +932,13 @@ def main(argv: list[str] | None = None) -> int:
             check_run_dir(run_dir)
         if main_rank:
             print(f"{'resuming' if args.resume else 'run dir'}: {run_dir}", file=sys.stderr)
-        summary = train(args.cfg, run_dir, resume=args.resume, force=args.force)
+        fresh = main_rank and not run_dir.exists()
+        try:
+            summary = train(args.cfg, run_dir, resume=args.resume, force=args.force)
+        except BaseException:
+            if fresh:  # a run that failed in its setup (bad data.dir, ...) leaves no empty run dir behind
+                _remove_if_empty(run_dir / "checkpoints", run_dir)
+            raise
     except (C.ConfigError, RunDirError, NonFiniteLossError, ckpt.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, C.ConfigError) else 1

@@ -353,6 +353,21 @@ def test_resume_and_run_dir_mistakes_are_one_line(warm, tmp_path):
     assert not (tmp_path / "r2" / "steps.arrow").exists()  # refused before any training
 
 
+def test_a_run_failing_in_its_setup_leaves_no_empty_run_dir(tmp_path, capsys):
+    """A wrong data.dir is one line and exit 2; the run dir the command made for it is removed
+    (otherwise each corrected attempt would leave a timestamped empty one in runs/), one the user
+    made is kept."""
+    run = tmp_path / "runs" / "new"
+    assert T.main(["--config", "demo", "--run-dir", str(run), f"--data.dir={tmp_path / 'none'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: data.dir: {tmp_path / 'none' / 'manifest.json'}: not found (write the set with tools/write_beton.py)")
+    assert not run.exists() and (tmp_path / "runs").is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert T.main(["--config", "demo", "--run-dir", str(mine), f"--data.dir={tmp_path / 'none'}"]) == 2
+    assert mine.is_dir()
+
+
 def test_a_second_signal_after_the_stop_checkpoint_is_ignored(capsys):
     stop = T.StopRequest()
     stop(signal.SIGTERM, None)
