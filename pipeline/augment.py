@@ -473,6 +473,18 @@ class BatchAugment:
         """Generator states, to resume a run with the same augmentation stream."""
         return {"torch": self.generator.get_state(), "numpy": self.rng.bit_generator.state}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> bool:
+        """Restores state_dict()'s generator states and returns True; returns False and changes
+        nothing when the torch state is another device type's (a CPU checkpoint continued on CUDA
+        or the reverse: a CPU generator's state is 5,056 bytes, a CUDA one's 16, and set_state
+        refuses the other's); then `reseed` starts new streams."""
+        if state["torch"].numel() != self.generator.get_state().numel():
+            return False
         self.generator.set_state(state["torch"])
         self.rng.bit_generator.state = state["numpy"]
+        return True
+
+    def reseed(self, seed: int) -> None:
+        """New random streams (a resume that cannot continue the saved ones)."""
+        self.generator.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)

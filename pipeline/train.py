@@ -517,11 +517,15 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         torch.set_rng_state(mine["torch"])
         if device.type == "cuda" and mine["cuda"] is not None:
             torch.cuda.set_rng_state(mine["cuda"], device)
-        aug.load_state_dict(mine["aug"])
+        if not aug.load_state_dict(mine["aug"]):
+            say(f"warning: {ck_name} was written on another device type: new augmentation random streams "
+                f"from here", file=sys.stderr)
+            aug.reseed(tc.seed + 7919 * (st.step + dd.rank))
     elif ck:
         say(f"warning: {ck_name} was written by {len(ck['rng'])} processes, this run has {dd.world}: "
             f"new random streams and data shards from here", file=sys.stderr)
         torch.manual_seed(tc.seed + 7919 * (st.step + dd.rank))
+        aug.reseed(tc.seed + 7919 * (st.step + dd.rank))
     elif dd.enabled:
         torch.manual_seed(tc.seed + 7919 * dd.rank)  # one init (DDP broadcasts rank 0's), own drop-path masks
     fwd = compiled_forward(model, rt)

@@ -175,9 +175,23 @@ def test_state_dict_resumes_the_stream():
     state = aug.state_dict()
     xa, ya = aug.train(x_in, labels)
     other = BatchAugment(AugmentConfig(), num_classes=5, seed=99)
-    other.load_state_dict(state)
+    assert other.load_state_dict(state)
     xb, yb = other.train(x_in, labels)
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_state_of_another_device_type_is_declined():
+    """A CUDA generator's state (seed and offset, 16 bytes) cannot be set on a CPU generator (and
+    the reverse): load_state_dict says so and changes nothing; reseed starts new streams."""
+    aug = BatchAugment(AugmentConfig(), num_classes=5, seed=0)
+    before = aug.state_dict()
+    cuda_like = {"torch": torch.zeros(16, dtype=torch.uint8), "numpy": before["numpy"]}
+    with pytest.raises(RuntimeError):
+        torch.Generator().set_state(cuda_like["torch"])  # what the trainer used to call
+    assert not aug.load_state_dict(cuda_like)
+    assert torch.equal(aug.generator.get_state(), before["torch"])
+    aug.reseed(5)
+    assert aug.generator.initial_seed() == 5 and aug.rng.random() == np.random.default_rng(5).random()
 
 
 @pytest.mark.parametrize("field, value, msg", [

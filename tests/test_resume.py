@@ -222,6 +222,25 @@ def test_a_cpu_checkpoint_continues_on_cuda(warm, tmp_path, monkeypatch):
     assert all(math.isfinite(r["loss"]) for r in rows(run))
 
 
+def test_a_checkpoint_of_another_device_type_resumes_with_new_augmentation_streams(warm, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A CUDA checkpoint continued on the CPU: its augmentation generator's state (CUDA's 16 bytes,
+    made here by the first session's state_dict) cannot be set on a CPU generator; the run warns,
+    reseeds that generator and finishes its plan."""
+    from pipeline.augment import BatchAugment
+    real = BatchAugment.state_dict
+    monkeypatch.setattr(BatchAugment, "state_dict",
+                        lambda self: {**real(self), "torch": torch.zeros(16, dtype=torch.uint8)})
+    run = tmp_path / "run"
+    stop_at(monkeypatch, 5)
+    assert T.train(det_cfg(warm), run)["stop_reason"] == "signal"
+    monkeypatch.undo()
+    T.STOP.signum = 0
+    s = T.train(det_cfg(warm), run, resume=True)
+    assert s["status"] == "ok" and s["steps"] == 12
+    assert "written on another device type: new augmentation random streams" in capsys.readouterr().err
+
+
 def test_resume_with_another_memory_layout_keeps_adamw_state_aligned(warm, tmp_path, monkeypatch):
     """A run stopped channels_last and resumed without it continues the uninterrupted run under
     fused AdamW (as built for CUDA, here on the CPU), which reads a parameter and its state as flat
