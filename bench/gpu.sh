@@ -19,7 +19,10 @@
 # toy sizes on the CPU (tests/test_bench.py does, so the script is tested before a GPU is lent).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-${OUT:-results/gpu}}
+# On the device tool's machine ($OUT set), which brings back at most 8 files from $OUT: results
+# go to OUT_DIR (default data/gpu_out there) and travel as one archive, $OUT/gpu_out.tgz.
+out=${1:-${OUT:+data/gpu_out}}
+out=${out:-results/gpu}
 work=${WORK:-/tmp/vitday_bench}
 if [ "${SMOKE:-0}" = 1 ]; then  # toy sizes, CPU, no compile: checks the plumbing only
     images=${IMAGES:-60} classes=3 sizes=32,48 model_sizes=32,48 batch=8 workers=2 steps=2 repeats=1
@@ -39,7 +42,9 @@ else
 fi
 mkdir -p "$out"
 if ! python3 -c "import ffcv" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+    # without it the loader and train steps fail; the model, profile, usual and tests steps still run
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl ||
+        echo "WARNING: no FFCV wheel installed from .whl/ (run tools/gpu_wheels.sh here and carry .whl)"
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
@@ -81,4 +86,7 @@ run plan sh -c "python3 -m pipeline.plan $(printf '%q ' "${plan_args[@]}") \
     --throughput '$out/train_bench.json' > '$out/plan.txt'"
 run report sh -c "python3 -m bench.report '$out' > '$out/report.md'"
 cat "$out/plan.txt" "$out/report.md" "$out/timings.tsv" 2>/dev/null
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$out" && pwd -P)" != "$(cd "$OUT" && pwd -P)" ]; then
+    tar -czf "$OUT/gpu_out.tgz" -C "$out" . && echo "archived $out into $OUT/gpu_out.tgz"
+fi
 exit $failed

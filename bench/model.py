@@ -34,6 +34,8 @@ from pipeline.logs import write_json
 # first match wins. DESIGN.md: ~790 TFLOP/s is what an H100 SXM achieves on large matmuls.
 PEAK_FLOPS = (
     ('H100 PCIe', 756e12),
+    ('H100 NVL', 835e12),  # the datasheets give 1,671 with sparsity
+    ('H200 NVL', 835e12),
     ('H100', 989e12),  # SXM
     ('H200', 989e12),
     ('GH200', 989e12),

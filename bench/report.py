@@ -9,8 +9,10 @@ value and whether it is met. A file that is missing (its step failed or was not 
 columns empty and its targets "not measured": nothing is filled in or assumed.
 
 Targets (issue 8): the model bound at least 45 % MFU at 224 px; end to end at least 90 % of the
-model bound wherever the loader alone is faster than the model bound; end to end at least 3x
-the usual way at 128 px and below.
+model bound wherever the loader can keep up (the loader alone reaches that 90 %; otherwise the
+size is marked loader-bound); end to end at least 3x the usual way at 128 px and below. The
+"e2e / on device" column splits the rest: the trainer's step with the data on the device (our
+augmentation and AdamW included) against the same with the loader.
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ def collect(folder: Path) -> dict:
     for r in table:
         if r.get("end_to_end") and r.get("model_bound"):
             r["e2e_over_model"] = r["end_to_end"] / r["model_bound"]
+        if r.get("end_to_end") and r.get("on_device"):
+            r["e2e_over_on_device"] = r["end_to_end"] / r["on_device"]
         if r.get("end_to_end") and r.get("usual"):
             r["e2e_over_usual"] = r["end_to_end"] / r["usual"]
 
@@ -66,14 +70,14 @@ def collect(folder: Path) -> dict:
     targets.append(_verdict("model bound MFU at 224 px", at224.get("mfu"), MFU_TARGET, "fraction"))
     for r in table:
         if r.get("e2e_over_model") is not None and r.get("loader") is not None:
-            if r["loader"] >= r["model_bound"]:
+            if r["loader"] >= E2E_TARGET * r["model_bound"]:
                 targets.append(_verdict(f"end to end / model bound at {r['res']} px", r["e2e_over_model"],
                                         E2E_TARGET, "ratio"))
             else:
                 targets.append({"target": f"end to end / model bound at {r['res']} px", "value": r["e2e_over_model"],
                                 "goal": E2E_TARGET, "met": None,
                                 "note": f"loader-bound: the loader alone gives {r['loader']:.0f} img/s, "
-                                        f"below the model bound {r['model_bound']:.0f}"})
+                                        f"below {E2E_TARGET:.0%} of the model bound {r['model_bound']:.0f}"})
         if r["res"] <= USUAL_MAX_RES and r.get("e2e_over_usual") is not None:
             targets.append(_verdict(f"end to end / usual way at {r['res']} px", r["e2e_over_usual"],
                                     USUAL_TARGET, "ratio"))
@@ -103,14 +107,14 @@ def markdown(rep: dict) -> str:
 
     lines = [f"device {rep['device']}, torch {rep['torch']}, batch {rep['batch']} (images/s)", "",
              "| px | model bound | MFU | trainer on device | end to end | loader alone | FFCV (beton) "
-             "| ImageFolder | usual way | e2e / model | e2e / usual |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ImageFolder | usual way | e2e / model | e2e / on device | e2e / usual |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         ffcv = n(r.get("ffcv")) + (f" ({r['beton_mode']})" if r.get("beton_mode") else "")
         lines.append(f"| {r['res']} | {n(r.get('model_bound'))} | {n(r.get('mfu'), '{:.1%}')} "
                      f"| {n(r.get('on_device'))} | {n(r.get('end_to_end'))} | {n(r.get('loader'))} | {ffcv} "
                      f"| {n(r.get('imagefolder'))} | {n(r.get('usual'))} | {n(r.get('e2e_over_model'), '{:.2f}')} "
-                     f"| {n(r.get('e2e_over_usual'), '{:.1f}x')} |")
+                     f"| {n(r.get('e2e_over_on_device'), '{:.2f}')} | {n(r.get('e2e_over_usual'), '{:.1f}x')} |")
     lines.append("")
     for t in rep["targets"]:
         if t["met"] is None:

@@ -8,7 +8,8 @@ steady state, see bench/timing.py) with PIL transforms
 (RandomResizedCrop, flip, ToTensor, Normalize), then timm's `vit_small_patch16_224` built at each
 size, AMP (bf16 autocast on CUDA), AdamW, non-blocking copies: the plain recipe of a timm or DeiT
 training script, without our betons, GPU augmentation or torch.compile. Images/s per size is the
-median over --repeats windows of --steps steps after --warmup steps, on the same folder of images
+median over --repeats windows of --steps steps after --warmup steps (each rounded up to whole
+bursts of --workers batches), on the same folder of images
 that bench/loader.py makes (and bench.train's betons are written from). Writes JSON
 (results/usual_bench.json) and prints a table; compare with bench.train's end-to-end figures.
 """
@@ -50,8 +51,13 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
     for size in sizes:
         net = timm.create_model(model_name, num_classes=1000, img_size=size).to(device).train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
-        # enough batches that the timed steps never reach the epoch's end (the workers prefetch 2 each)
-        dl = loader(folder, size, batch, workers, pin=cuda, batches=warmup + repeats * steps + 2 * workers + 2)
+        # The workers start together and each builds a whole batch, so batches come in bursts of
+        # `workers`: warm-up and windows are whole bursts (as bench.loader's), else a window that
+        # starts on the queued rest of a burst overstates the rate (by ~25 % with 16 workers and
+        # 20-step windows). Enough batches that no window reaches the epoch's end (2 prefetched each).
+        burst = max(workers, 1)
+        warm, window = (burst * max(1, -(-n // burst)) for n in (warmup, steps))
+        dl = loader(folder, size, batch, workers, pin=cuda, batches=warm + repeats * window + 2 * workers + 2)
         it = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in dl)
 
         def step():
@@ -62,19 +68,20 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        for _ in range(warmup):
+        for _ in range(warm):
             step()
         rates = []
         for _ in range(repeats):
             if cuda:
                 torch.cuda.synchronize()
             t = time.perf_counter()
-            for _ in range(steps):
+            for _ in range(window):
                 step()
             if cuda:
                 torch.cuda.synchronize()
-            rates.append(steps * batch / (time.perf_counter() - t))
-        results[str(size)] = {"images_per_s": statistics.median(rates), "samples": rates}
+            rates.append(window * batch / (time.perf_counter() - t))
+        results[str(size)] = {"images_per_s": statistics.median(rates), "samples": rates, "window_steps": window,
+                              "warmup_steps": warm}
         del it, dl  # the workers end before the next size's start
         after_size(results)
         print(f"{size:>5} px  {results[str(size)]['images_per_s']:9.0f} img/s", file=sys.stderr, flush=True)

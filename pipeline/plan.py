@@ -5,8 +5,9 @@
 For each curriculum stage: resolution, images/s, hours and epochs of the dataset (ImageNet-1k's
 1,281,167 training images unless --images says otherwise), then the totals. Images/s come from a
 `python -m bench.train` JSON (its end-to-end figure per resolution, or --rate-key on_device);
-a resolution it did not measure is scaled from the nearest measured one by the model's training
-FLOPs per image (model.forward_flops), and marked "~". With --compare, the same table for another
+a resolution it did not measure is scaled by the model's training FLOPs per image
+(model.forward_flops) from the next larger measured one, kept between its measured neighbours'
+rates (or from the nearest, outside them), and marked "~". With --compare, the same table for another
 config (the authors' recipe: `--compare paper`) on the same measurements. The same schedule
 rules as the trainer (pipeline/schedule.py) decide where stages start; the measured rates are for
 the benchmark's batch size, so a config with another batch size is planned at those rates
@@ -43,10 +44,19 @@ class Rates:
         self.measured, self.flops_of = dict(measured), flops_of
 
     def __call__(self, res: int) -> tuple[float, bool]:
-        if res in self.measured:
-            return self.measured[res], True
-        near = min(self.measured, key=lambda r: (abs(r - res), r))
-        return self.measured[near] * self.flops_of(near) / self.flops_of(res), False
+        """(images/s, measured) at `res`. Between two measured sizes: the larger one's rate scaled
+        by FLOPs (the larger is the likelier to be compute-bound, as the scaling assumes), kept
+        between the two measured rates (a low size is often loader-bound, where FLOPs say nothing).
+        Outside them: the nearest one's, scaled by FLOPs."""
+        m = self.measured
+        if res in m:
+            return m[res], True
+        below, above = [r for r in m if r < res], [r for r in m if r > res]
+        ref = min(above) if above else max(below)
+        rate = m[ref] * self.flops_of(ref) / self.flops_of(res)
+        if below and above:
+            rate = min(max(rate, m[min(above)]), m[max(below)])
+        return rate, False
 
 
 def plan(cfg: C.Config, rates: Rates, images: int = IMAGENET_TRAIN) -> list[Stage]:

@@ -8,11 +8,13 @@ from bench import step_profile, usual
 def test_usual_way_benchmark_runs_and_writes_json(tiny_folder, tmp_path):
     out = tmp_path / "usual.json"
     assert usual.main(["--folder", str(tiny_folder), "--model", "vit_tiny_patch16_224", "--sizes", "32",
-                       "--batch", "4", "--workers", "0", "--steps", "1", "--warmup", "1", "--repeats", "1",
+                       "--batch", "4", "--workers", "2", "--steps", "3", "--warmup", "1", "--repeats", "1",
                        "--device", "cpu", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["model"] == "vit_tiny_patch16_224" and r["batch_size"] == 4
     assert set(r["results"]) == {"32"} and r["results"]["32"]["images_per_s"] > 0
+    # 2 workers deliver batches in bursts of 2: warm-up and window are whole bursts
+    assert (r["results"]["32"]["warmup_steps"], r["results"]["32"]["window_steps"]) == (2, 4)
     assert usual.main(["--folder", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 
@@ -35,8 +37,9 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "out"
-    env = dict(os.environ, SMOKE="1", WORK=str(tmp_path / "work"),
+    out, device_out = tmp_path / "out", tmp_path / "device_out"  # the device tool's $OUT: at most 8 files back
+    device_out.mkdir()
+    env = dict(os.environ, SMOKE="1", WORK=str(tmp_path / "work"), OUT=str(device_out),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     p = subprocess.run(["bash", str(root / "bench" / "gpu.sh"), str(out)], env=env, cwd=root,
                        capture_output=True, text=True, timeout=540)
@@ -58,6 +61,10 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert model["complete"] and model["config"] == "demo" and model["variant"] == "vitday_pico_patch4_local"
     assert "48" in json.loads((out / "profile.json").read_text())["sizes"]
     assert "total" in (out / "plan.txt").read_text()
+    import tarfile
+    assert [f.name for f in device_out.iterdir()] == ["gpu_out.tgz"]  # every result, as one file
+    with tarfile.open(device_out / "gpu_out.tgz") as tar:
+        assert {Path(n).name for n in tar.getnames()} - {""} == {f.name for f in out.iterdir()}
     assert " skipped" in (out / "gpu_tests.txt").read_text()  # the CUDA tests, collected, skipped on CPU
     report = json.loads((out / "report.json").read_text())
     assert [r["res"] for r in report["rows"]] == [32, 48] and all(report["files"].values())
@@ -83,9 +90,11 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
 
     (tmp_path / "model_bench.json").write_text(json.dumps({"device": "GPU X", "torch": "2.x", "batch": 4, "rows": [
         {"size": 128, "compiled": {"images_per_s": 1000.0, "mfu": 0.40}},
+        {"size": 160, "compiled": {"images_per_s": 600.0, "mfu": 0.45}},
         {"size": 224, "compiled": {"images_per_s": 400.0, "mfu": 0.50}}]}))
     (tmp_path / "train_bench.json").write_text(json.dumps({"device": "GPU X", "batch_size": 4, "complete": False, "results": {
         "128": {"end_to_end": 700.0, "on_device": 950.0, "loader": 800.0},    # loader-bound
+        "160": {"end_to_end": 500.0, "on_device": 520.0, "loader": 560.0},    # the loader could give 0.93
         "224": {"end_to_end": 380.0, "on_device": 390.0, "loader": 2000.0}}}))  # 0.95 of the bound
     (tmp_path / "usual_bench.json").write_text(json.dumps({"results": {"128": {"images_per_s": 200.0}}}))
     assert report.main([str(tmp_path)]) == 0
@@ -96,6 +105,8 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
     assert t["end to end / model bound at 128 px"]["met"] is None and "loader-bound" in t[
         "end to end / model bound at 128 px"]["note"]
     assert t["end to end / usual way at 128 px"]["value"] == 3.5 and t["end to end / usual way at 128 px"]["met"]
+    assert t["end to end / model bound at 160 px"]["met"] is False  # not the loader's fault: our step's
+    assert {r["res"]: r.get("e2e_over_on_device") for r in rep["rows"]}[160] == 500.0 / 520.0
     out = capsys.readouterr().out
     assert "not found: loader_bench.json" in out and "| 224 | 400 | 50.0% |" in out
     assert "partial (stopped before its last size): train_bench.json" in out  # its step hit the time limit

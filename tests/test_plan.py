@@ -25,9 +25,21 @@ def test_progress_plan_splits_the_budget_and_scales_unmeasured_sizes_by_flops(tm
     assert sum(s.hours for s in stages) == pytest.approx(24.0)
     assert stages[0].hours == pytest.approx(2.4) and stages[0].measured
     assert stages[0].epochs == pytest.approx(40_000 * 2.4 * 3600 / P.IMAGENET_TRAIN)
-    s96 = stages[1]  # nearest measured is 64 px: scaled by the FLOP ratio, marked unmeasured
+    s96 = stages[1]  # scaled from the next larger measured size (224 px) by FLOPs, marked unmeasured
     assert not s96.measured
-    assert s96.images_per_s == pytest.approx(40_000 * model.forward_flops(net, 64) / model.forward_flops(net, 96))
+    assert s96.images_per_s == pytest.approx(4_000 * model.forward_flops(net, 224) / model.forward_flops(net, 96))
+
+
+def test_an_unmeasured_size_stays_between_its_measured_neighbours():
+    """64 px loader-bound (its rate far below what FLOPs would give), 128 px compute-bound: 96 px is
+    scaled from 128 px and capped at the 64 px rate, never planned slower than 128 px."""
+    flops = {64: 1.0, 96: 2.0, 128: 4.0, 160: 6.0, 224: 12.0, 256: 16.0, 32: 0.5}.__getitem__
+    rates = P.Rates({64: 60_000.0, 128: 40_000.0, 224: 14_000.0}, flops)
+    assert rates(96) == (60_000.0, False)  # 40k x 4/2 = 80k, capped at 64 px's 60k
+    assert rates(160) == (pytest.approx(28_000.0), False)  # 14k x 12/6, within [14k, 40k]
+    assert rates(256) == (pytest.approx(10_500.0), False) and rates(32) == (pytest.approx(120_000.0), False)
+    slow = P.Rates({64: 60_000.0, 128: 40_000.0}, lambda r: {64: 1.0, 96: 100.0, 128: 4.0}[r])
+    assert slow(96) == (40_000.0, False)  # never below the larger neighbour's measured rate
 
 
 def test_epoch_clock_plan_runs_stages_until_the_budget_is_spent():
