@@ -45,7 +45,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
                        capture_output=True, text=True, timeout=540)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in steps] == ["loader", "train", "profile", "usual", "model", "tests", "plan",
+    assert [s[0] for s in steps] == ["loader", "train", "model", "usual", "profile", "tests", "plan",
                                       "report"]
     assert all(s[2] == "0" for s in steps)
     loader = json.loads((out / "loader_bench.json").read_text())
@@ -117,3 +117,24 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
     assert report.main([str(tmp_path / "none")]) == 2
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2
+
+
+def test_gpu_script_runs_plan_and_report_after_the_budget_is_spent(tmp_path):
+    """BUDGET_S bounds the measuring steps; plan and report (seconds) still run on what is there."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, SMOKE="1", WORK=str(tmp_path / "work"), BUDGET_S="5", STEPS="loader plan report",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("OUT", None)
+    p = subprocess.run(["bash", str(root / "bench" / "gpu.sh"), str(out)], env=env, cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    steps = {s.split("\t")[0]: s.split("\t")[2] for s in (out / "timings.tsv").read_text().splitlines()[1:]}
+    assert steps["loader"] == "skipped" and "SKIPPED (BUDGET_S=5 spent): loader" in p.stdout
+    # nothing was measured, so both fail, but they ran
+    assert steps["plan"] not in ("skipped", "0") and steps["report"] == "2"
+    assert p.returncode == 3
