@@ -543,7 +543,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     epoch_cap = round(tc.epochs * steps_per_epoch) if (budget and tc.epochs > 0) else None
     end = C.run_end(cfg)
     decay_end = oc.decay_end or end
-    ramp_end = cc.strength_ramp_end or end
+    ramp_end = cc.strength_ramp_end or end or 0.0  # None: epoch clock, budget, no cap (constant strength only)
     skip_nonfinite = tc.nonfinite == "skip"
 
     def progress_of(step: int, train_s: float) -> float:

@@ -167,3 +167,20 @@ def test_cli_runs_and_prints_summary(warm, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "already holds a run" in again.stderr
     assert again.stderr.strip().count("\n") <= 1
+
+
+def test_the_authors_recipe_runs(warm, tmp_path):
+    """configs/paper.py as it is, but for size: the epoch clock with a wall-clock budget and no epoch
+    cap, where the run's end is unknown (it used to fail at its first step on the strength ramp)."""
+    cfg = C.load_config("paper")
+    cfg.data.dir, cfg.data.num_workers, cfg.model.name = str(warm), 1, "vitday_pico_patch4_local"
+    t = cfg.train
+    t.batch_size, t.budget_h, t.budget_s, t.max_steps = 8, 0.0, 600.0, 7
+    t.compile, t.progress_bar, t.plot, t.threads, t.log_every = "off", False, False, 1, 1
+    cfg.curriculum.starts, cfg.curriculum.resolutions = (0.0, 2.0), (16, 32)  # epochs 0-1 at 16 px, then 32
+    s = T.train(C.validate(cfg), tmp_path / "run")
+    assert s["status"] == "ok" and s["steps"] == 7 and s["stop_reason"] == "max_steps"
+    steps = read_table(tmp_path / "run" / "steps.arrow").to_pylist()
+    assert [r["resolution"] for r in steps] == [16] * 6 + [32]  # 3 steps per epoch: 32 px from epoch 2
+    assert steps[0]["lr"] == pytest.approx(1.25e-4) and all(math.isfinite(r["loss"]) for r in steps)
+    assert len(read_table(tmp_path / "run" / "evals.arrow")) >= 2  # every epoch, and the final one
