@@ -20,7 +20,8 @@ from fitting.fit import ALL_FORMS, FitResult, SearchConfig, fit
 from fitting.tables import Curve
 
 # Parameter columns of the output table: the union of every form's names.
-PARAM_COLUMNS = ["a", "b", "c", "g", "e_inf", "e0", "alpha"] + bnsl.param_names(3)[2:]
+# log_b: b's natural log, which predictions use (b may be 0 or inf; bnsl.to_natural).
+PARAM_COLUMNS = ["a", "b", "log_b", "c", "g", "e_inf", "e0", "alpha"] + bnsl.param_names(3)[2:]
 
 
 def fit_curve(curve: Curve, forms=ALL_FORMS, breaks="auto", cfg: SearchConfig | None = None,

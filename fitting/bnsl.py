@@ -38,12 +38,22 @@ def param_names(n_breaks: int) -> list[str]:
     return names
 
 
+def exp_or_inf(v: float) -> float:
+    """exp(v), inf past float64's range (math.exp raises there)."""
+    return math.exp(v) if v < 709.78 else math.inf
+
+
 def to_natural(theta: np.ndarray, z0: float = 0.0) -> dict[str, float]:
-    """Internal theta (on z - z0) to named natural parameters {a, b, c0, c1, d1, f1, ...}."""
+    """Internal theta (on z - z0) to named natural parameters {a, b, log_b, c0, c1, d1, f1, ...}.
+
+    b is the power law's scale at x = 1, which can leave float64's range on data far from 1 (x
+    in FLOPs, ~1e20, with a steep c0 left of an early break: b = e^(c0 log x) ~ 1e-300); log_b
+    is kept beside it and is what from_natural and predictions use. b is then 0 or inf."""
     theta = np.asarray(theta, dtype=np.float64)
     n = (len(theta) - 3) // 3
     # L = lb' - c0 (z - z0) - ... = (lb' + c0 z0) - c0 z - ...; break positions shift by z0.
-    out = {"a": float(theta[0]), "b": float(np.exp(theta[1] + theta[2] * z0)), "c0": float(theta[2])}
+    log_b = float(theta[1] + theta[2] * z0)
+    out = {"a": float(theta[0]), "b": exp_or_inf(log_b), "log_b": log_b, "c0": float(theta[2])}
     for i in range(n):
         c, ld, f = theta[3 + 3 * i: 6 + 3 * i]
         out[f"c{i + 1}"] = float(c)
@@ -53,9 +63,10 @@ def to_natural(theta: np.ndarray, z0: float = 0.0) -> dict[str, float]:
 
 
 def from_natural(params: dict[str, float], z0: float = 0.0) -> np.ndarray:
-    """Inverse of `to_natural`."""
+    """Inverse of `to_natural` (log_b, or log(b) where only b is given)."""
     n = sum(1 for k in params if k.startswith("d"))
-    theta = [params["a"], math.log(params["b"]) - params["c0"] * z0, params["c0"]]
+    log_b = params["log_b"] if "log_b" in params else math.log(params["b"])
+    theta = [params["a"], log_b - params["c0"] * z0, params["c0"]]
     for i in range(1, n + 1):
         theta += [params[f"c{i}"], math.log(params[f"d{i}"]) - z0, params[f"f{i}"]]
     return np.array(theta, dtype=np.float64)

@@ -101,12 +101,9 @@ class FitResult:
 
 def predict(form: str, params: dict, x) -> np.ndarray:
     """y of `form` with named params at x."""
-    if form == "bnsl":
-        n = sum(1 for k in params if k.startswith("d"))
-        return bnsl.bnsl(x, params["a"], params["b"], params["c0"],
-                         [params[f"c{i}"] for i in range(1, n + 1)],
-                         [params[f"d{i}"] for i in range(1, n + 1)],
-                         [params[f"f{i}"] for i in range(1, n + 1)])
+    if form == "bnsl":  # through log_b: b itself may be out of float64's range (bnsl.to_natural)
+        logy = bnsl.log_bnsl_np(bnsl.from_natural(params), np.log(np.asarray(x, dtype=np.float64)))
+        return np.exp(np.clip(logy, -745.0, 709.0))
     return forms.predict(form, params, x)
 
 

@@ -17,6 +17,8 @@ import math
 import numba as nb
 import numpy as np
 
+from fitting.bnsl import exp_or_inf
+
 FORMS = ("m1", "m2", "m3", "m4")
 PARAM_NAMES = {
     "m1": ["b", "c"],
@@ -169,29 +171,34 @@ def log_pred(form: str, theta, z, z0: float):
 
 
 def to_natural(form: str, theta, z0: float) -> dict[str, float]:
-    """Internal theta to the named parameters of PARAM_NAMES[form]."""
+    """Internal theta to the named parameters of PARAM_NAMES[form], plus log_b beside b (b can
+    leave float64's range on data far from x = 1; see bnsl.to_natural)."""
     t = [float(v) for v in theta]
+
+    def with_b(log_b: float, **p) -> dict[str, float]:
+        return {**p, "b": exp_or_inf(log_b), "log_b": log_b}
     if form == "m1":
-        return {"b": math.exp(t[0] - t[1] * z0), "c": t[1]}
+        return {**with_b(t[0] - t[1] * z0), "c": t[1]}
     if form == "m2":
-        return {"a": t[0], "b": math.exp(t[1] - t[2] * z0), "c": t[2]}
+        return {**with_b(t[1] - t[2] * z0, a=t[0]), "c": t[2]}
     if form == "m3":
-        return {"b": math.exp(t[0]), "g": math.exp(t[1]), "c": t[2]}
+        return {**with_b(t[0]), "g": math.exp(t[1]), "c": t[2]}
     if form == "m4":
-        return {"e_inf": t[0], "e0": t[0] + t[1], "alpha": t[2], "b": math.exp(t[3] - t[4] * z0), "c": t[4]}
+        return {**with_b(t[3] - t[4] * z0, e_inf=t[0], e0=t[0] + t[1], alpha=t[2]), "c": t[4]}
     raise ValueError(f"unknown form {form!r}")
 
 
 def from_natural(form: str, p: dict[str, float], z0: float) -> np.ndarray:
-    """Inverse of `to_natural`."""
+    """Inverse of `to_natural` (log_b, or log(b) where only b is given)."""
+    lb = p["log_b"] if "log_b" in p else math.log(p["b"])
     if form == "m1":
-        return np.array([math.log(p["b"]) + p["c"] * z0, p["c"]])
+        return np.array([lb + p["c"] * z0, p["c"]])
     if form == "m2":
-        return np.array([p["a"], math.log(p["b"]) + p["c"] * z0, p["c"]])
+        return np.array([p["a"], lb + p["c"] * z0, p["c"]])
     if form == "m3":
-        return np.array([math.log(p["b"]), math.log(p["g"]), p["c"]])
+        return np.array([lb, math.log(p["g"]), p["c"]])
     if form == "m4":
-        return np.array([p["e_inf"], p["e0"] - p["e_inf"], p["alpha"], math.log(p["b"]) + p["c"] * z0, p["c"]])
+        return np.array([p["e_inf"], p["e0"] - p["e_inf"], p["alpha"], lb + p["c"] * z0, p["c"]])
     raise ValueError(f"unknown form {form!r}")
 
 

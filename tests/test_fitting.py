@@ -386,3 +386,36 @@ def test_auto_breaks_prefers_fewer_on_a_plain_power_law():
     x, y, _ = synthetic(0, seed=11, num=40)
     r = fit("bnsl", x, y, breaks="auto")
     assert r.ok and r.n_breaks == 0, r.val_rmsle
+
+
+@pytest.mark.parametrize("c0", [18.0, -18.0])
+def test_parameters_far_from_x_1_keep_their_predictions(c0):
+    """On x ~ 1e20-1e22 (FLOPs) a steep c0 puts b = e^(c0 log x) outside float64 (inf or 0);
+    log_b carries it, so the named parameters still predict what the internal ones do."""
+    x = np.geomspace(1e20, 1e22, 20)
+    z = np.log(x)
+    z0 = float(z.mean())
+    theta = np.array([0.0, 0.0, c0, -c0 + np.sign(c0) * 0.3, 0.0, 0.05])
+    p = bnsl.to_natural(theta, z0)
+    assert p["b"] == (math.inf if c0 > 0 else 0.0) and math.isfinite(p["log_b"])
+    np.testing.assert_allclose(predict("bnsl", p, x), np.exp(bnsl.log_bnsl_np(theta, z - z0)), rtol=1e-9)
+    np.testing.assert_allclose(bnsl.from_natural(p, z0), theta, atol=1e-9)
+    m = forms.to_natural("m2", [0.1, 0.0, -c0], z0)  # the baselines' b likewise
+    assert m["b"] == (math.inf if c0 > 0 else 0.0) and forms.from_natural("m2", m, z0)[1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_fit_in_large_units_of_x_is_scored_through_log_b():
+    """A sharp break at the start of x ~ 1e24 (a review's case): the 3-break fit's c0 is ~ -17, so
+    b underflows to 0; the fit used to end in a math domain error there. Scored through log_b, its
+    RMSLE is the optimizer's own."""
+    rng = np.random.default_rng(1)
+    x = np.geomspace(1e20, 1e23, 30)
+    y = 0.3 + 50 * (x / 1e20) ** -0.2 * (1 + (x / 1.17e20) ** 20) ** (-2.7 * 0.05)  # a break at the start
+    y = y * np.exp(rng.normal(0, 0.02, x.size))
+    a, b = (fit("bnsl", s * x[:22], y[:22], s * x[22:], y[22:], breaks=3) for s in (1.0, 1e4))
+    assert a.status == b.status == "ok", (a.reason, b.reason)
+    assert b.params["b"] == 0.0 and math.isfinite(b.params["log_b"])  # the case: c0 ~ -17 at x ~ 1e24
+    assert b.rmsle_fit == pytest.approx(math.sqrt(b.loss), rel=1e-6)
+    # as close a fit as in other units (3 breaks on 22 points: where the optimizer ends differs in
+    # the last digits of z, and so does the extrapolation, which is not compared)
+    assert b.rmsle_fit == pytest.approx(a.rmsle_fit, rel=0.05)

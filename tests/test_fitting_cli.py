@@ -29,7 +29,7 @@ def test_cli_fit_csv(tmp_path, capsys):
     t = ipc.open_file(str(out)).read_all()
     d = t.to_pydict()
     assert t.num_rows == 9
-    for col in ("family", "size", "form", "n_breaks", "a", "b", "c0", "c", "e_inf", "rmsle_fit", "rmsle_heldout",
+    for col in ("family", "size", "form", "n_breaks", "a", "b", "log_b", "c0", "c", "e_inf", "rmsle_fit", "rmsle_heldout",
                 "seconds", "status", "reason"):
         assert col in t.column_names, col
     assert d["form"][:3] == ["bnsl", "m2", "m4"]
