@@ -57,14 +57,19 @@ def _breaks(s: str):
     raise argparse.ArgumentTypeError(f"--breaks must be auto or 0..3, not {s!r}")
 
 
-def check_outputs(out: str, plots: str | None = None, *more: str | None) -> None:
-    """Refuse output paths that would fail after the fitting or overwrite each other (TableError, one line)."""
+def check_outputs(out: str, plots: str | None = None, *more: str | None, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse output paths that would fail after the fitting, overwrite each other or overwrite an
+    input (TableError, one line)."""
     files = [p for p in (out, *more) if p]
     for p in files:
         if os.path.isdir(p):
             raise tables.TableError(f"{p}: is a directory, expected an output file path")
-    if len({os.path.realpath(p) for p in files}) < len(files):
-        raise tables.TableError(f"{', '.join(files)}: two outputs name the same file")
+    real = [os.path.realpath(p) for p in files]
+    if len(set(real)) < len(files) or (plots and os.path.realpath(plots) in real):
+        raise tables.TableError(f"{', '.join(files + ([plots] if plots else []))}: two outputs name the same path")
+    for p, r in zip(files, real):
+        if r in {os.path.realpath(i) for i in inputs}:
+            raise tables.TableError(f"{p}: is the input table; the output would overwrite it")
     if plots and os.path.exists(plots) and not os.path.isdir(plots):
         raise tables.TableError(f"{plots}: exists and is not a directory (--plots)")
 
@@ -122,7 +127,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        check_outputs(args.out, args.plots)
+        check_outputs(args.out, args.plots, inputs=(args.table,) if args.cmd == "fit" else ())
         if args.cmd == "fit":
             key = [c.strip() for c in args.curve.split(",") if c.strip()]
             curves = tables.curves_from_table(tables.read_table(args.table), args.x, args.y, key,
@@ -135,7 +140,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not curves:
-        print("error: no curves (empty table?)", file=sys.stderr)
+        print(f"error: {args.table if args.cmd == 'fit' else 'run dirs'}: no curves (empty table?)", file=sys.stderr)
         return 2
 
     results = batch.fit_curves(curves, args.forms, args.breaks, args.workers)

@@ -167,7 +167,8 @@ def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
     dirs = [str(write_run(tmp_path / f"b{b}", b)) for b in (10, 20, 40, 80)]
     p = str(tmp_path / "p.arrow")
     (tmp_path / "afile").write_text("x")
-    for extra, what in ((["--out", p, "--fits", p], "two outputs name the same file"),
+    for extra, what in ((["--out", p, "--fits", p], "two outputs name the same path"),
+                        (["--out", p, "--plots", p], "two outputs name the same path"),
                         (["--out", str(tmp_path)], "is a directory"),
                         (["--out", p, "--plots", str(tmp_path / "afile")], "is not a directory")):
         assert main(["budget", *dirs, *extra]) == 2
@@ -176,3 +177,9 @@ def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
     assert not os.path.exists(p)
     assert main(["fit", str(tmp_path / "afile"), "--x", "a", "--y", "b", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "afile"), "--x", "a", "--y", "b", "--out", str(tmp_path / "afile")]) == 2
+    assert "afile: is the input table; the output would overwrite it" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "x"
+    (tmp_path / "empty.csv").write_text("x,y\n")
+    assert main(["fit", str(tmp_path / "empty.csv"), "--x", "x", "--y", "y", "--out", p]) == 2
+    assert f"error: {tmp_path / 'empty.csv'}: " in capsys.readouterr().err
