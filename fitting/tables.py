@@ -145,7 +145,8 @@ def curves_from_table(table: pa.Table, x: str, y: str, curve: list[str] | None =
     keys = [table.column(c).to_pylist() for c in curve]
     groups: dict[tuple, list[int]] = {}
     for i, k in enumerate(zip(*keys) if curve else [()] * table.num_rows):
-        groups.setdefault(k, []).append(i)
+        # NaN is not equal to itself: as a key it would make one curve per row; it groups as null
+        groups.setdefault(tuple(None if isinstance(v, float) and v != v else v for v in k), []).append(i)
     out = []
     for k, rows in groups.items():
         rows = np.array(rows)

@@ -256,6 +256,11 @@ def test_curves_from_table_split_duplicates_and_bad_curves():
     assert "task=nan" in curves[3].error and "NaN" in curves[3].error
     with pytest.raises(TableError, match="missing column 'nope'"):
         curves_from_table(_table(), "n", "err", ["task", "nope"])
+    # a NaN key groups its rows into one curve, as a null does (NaN != NaN would give one per row)
+    t = pa.table({"size": [math.nan] * 6 + [1.0] * 6, "n": [1.0, 2, 4, 8, 16, 32] * 2,
+                  "err": [0.9, 0.8, 0.7, 0.6, 0.5, 0.45] * 2})
+    assert [(c.key, len(c.x_fit)) for c in curves_from_table(t, "n", "err", ["size"])] == [
+        ({"size": None}, 6), ({"size": 1.0}, 6)]
 
 
 def test_batch_reports_failures_and_keeps_going():
