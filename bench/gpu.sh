@@ -16,7 +16,8 @@
 # failed or skipped steps. STEPS="loader train" runs a subset (the loader step makes the data
 # the train and usual steps read); BUDGET_S (570) bounds the measuring steps: a step gets what is
 # left (killed at that, exit 124) and none starts with under 15 s; plan and report (seconds)
-# always run, on what was measured, so the whole command takes at most BUDGET_S + 120 s. SMOKE=1 runs every step at
+# always run, on what was measured (30 s each at most), so the whole command takes at most
+# BUDGET_S + 80 s. With $OUT set, the results are archived there after every step. SMOKE=1 runs every step at
 # toy sizes on the CPU (tests/test_bench.py does, so the script is tested before a GPU is lent).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
     local name=$1 t0=$SECONDS rc left=$((budget - SECONDS))
     shift
     [[ $steps_wanted == *" $name "* ]] || return 0
-    case $name in plan|report) left=60 ;; esac  # seconds over what was measured: always run
+    case $name in plan|report) left=30 ;; esac  # seconds over what was measured: always run
     if [ "$left" -lt 15 ]; then
         echo "SKIPPED (BUDGET_S=$budget spent): $name"; printf '%s\t0\tskipped\n' "$name" >> "$out/timings.tsv"
         failed=$((failed + 1)); return
@@ -70,6 +71,12 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
     rc=$?
     printf '%s\t%s\t%s\n' "$name" $((SECONDS - t0)) "$rc" >> "$out/timings.tsv"
     [ "$rc" = 0 ] || { echo "FAILED ($rc): $name"; failed=$((failed + 1)); }
+    archive
+}
+archive() {  # after every step, so a call cut short by the device tool still brings back what is done
+    if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$out" && pwd -P)" != "$(cd "$OUT" && pwd -P)" ]; then
+        tar -czf "$OUT/gpu_out.tgz.partial" -C "$out" . && mv "$OUT/gpu_out.tgz.partial" "$OUT/gpu_out.tgz"
+    fi
 }
 betons=$work/betons_$images
 run loader python3 -m bench.loader --images "$images" --classes "$classes" --sizes "$sizes" --workers "$workers" \
@@ -88,7 +95,5 @@ run plan sh -c "python3 -m pipeline.plan $(printf '%q ' "${plan_args[@]}") \
     --throughput '$out/train_bench.json' > '$out/plan.txt'"
 run report sh -c "python3 -m bench.report '$out' > '$out/report.md'"
 cat "$out/plan.txt" "$out/report.md" "$out/timings.tsv" 2>/dev/null
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$out" && pwd -P)" != "$(cd "$OUT" && pwd -P)" ]; then
-    tar -czf "$OUT/gpu_out.tgz" -C "$out" . && echo "archived $out into $OUT/gpu_out.tgz"
-fi
+archive
 exit $failed

@@ -53,8 +53,8 @@ def bench(folder: Path, model_name: str, sizes: list[int], batch: int, workers: 
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
         # The workers start together and each builds a whole batch, so batches come in bursts of
         # `workers`: warm-up and windows are whole bursts (as bench.loader's), else a window that
-        # starts on the queued rest of a burst overstates the rate (~25 % in a simulation: 16 workers,
-        # 20-step windows). Enough batches that no window reaches the epoch's end (2 prefetched each).
+        # starts on the queued rest of a burst overstates the rate (~25 % in a simulation: 8 workers,
+        # 10-step windows, as gpu.sh's 16 and 20). Enough batches that no window reaches the epoch's end (2 prefetched each).
         burst = max(workers, 1)
         warm, window = (burst * max(1, -(-n // burst)) for n in (warmup, steps))
         dl = loader(folder, size, batch, workers, pin=cuda, batches=warm + repeats * window + 2 * workers + 2)

@@ -35,7 +35,10 @@ BUDGET_Y = {"error": "final_top1", "top5_error": "final_top5", "loss": "final_va
 SCALE_KEYS = frozenset({"train.budget_s", "train.budget_h", "train.epochs", "train.seed"})
 # Resume-safe keys that still change how much a second of the budget trains.
 SPEED_KEYS = frozenset({"train.device", "train.compile", "train.threads", "data.num_workers",
-                        "data.batches_ahead"})
+                        "data.batches_ahead", "train.channels_last"})
+# Resume-safe keys that change the numbers trained (a run may switch them part way, but runs that
+# differ in them are different recipes).
+RECIPE_KEYS = frozenset({"train.precision"})
 
 
 @dataclass
@@ -132,7 +135,7 @@ def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[
         written in config.json), or the model name when there is one group.
     """
     from pipeline.config import RESUME_SAFE
-    ignored = (RESUME_SAFE - SPEED_KEYS if by_hardware else RESUME_SAFE) | SCALE_KEYS
+    ignored = ((RESUME_SAFE - SPEED_KEYS if by_hardware else RESUME_SAFE) - RECIPE_KEYS) | SCALE_KEYS
     groups: dict[tuple, list[RunPoint]] = {}
     for p in points:
         hw = tuple((k, json.dumps(v)) for k, v in p.hardware) if by_hardware else ()

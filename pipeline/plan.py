@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"rates: {args.rate_key} images/s of {args.throughput} (device {bench.get('device')}, "
-          f"{bench.get('model')}, batch {bench.get('batch_size')}); ~ = scaled by FLOPs from the nearest "
-          f"measured resolution; epochs of {args.images:,} images")
+          f"{bench.get('model')}, batch {bench.get('batch_size')}); ~ = scaled by FLOPs from the next larger "
+          f"measured resolution, kept between the measured neighbours' rates; epochs of {args.images:,} images")
     for name, cfg in cfgs:
         stages = plan(cfg, rates, args.images)
         note = "" if cfg.train.batch_size == bench.get("batch_size") else \

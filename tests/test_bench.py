@@ -114,6 +114,11 @@ def test_report_states_targets_and_what_is_missing(tmp_path, capsys):
         "images_per_s": 400.0, "mfu": 0.30}}]}))
     assert report.main([str(tmp_path)]) == 0
     assert "model bound MFU at 224 px: 30.0% (goal >= 0.45): MISSED" in capsys.readouterr().out
+    (tmp_path / "train_bench.json").unlink()  # no end-to-end figures: those targets say so, not vanish
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "end to end / model bound (no size has both figures): not measured" in out
+    assert "end to end / usual way at 128 px and below (no size has both figures): not measured" in out
     assert report.main([str(tmp_path / "none")]) == 2
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2

@@ -18,10 +18,10 @@ def true_error(budget_s, lr):
 
 
 def write_run(d, budget_s=0.0, lr=3e-3, seed=0, top1=None, status="ok", stop_reason="budget", epochs=0.0,
-              data_dir="data/demo/betons", device="cpu", world=1, drop_key=None, **summary):
+              data_dir="data/demo/betons", device="cpu", world=1, drop_key=None, train=None, **summary):
     d.mkdir(parents=True)
     cfg = to_dict(load_config("demo"))
-    cfg["train"].update(budget_s=budget_s, epochs=epochs, seed=seed)
+    cfg["train"].update(budget_s=budget_s, epochs=epochs, seed=seed, **(train or {}))
     cfg["optim"]["lr"] = lr
     cfg["data"]["dir"] = data_dir
     if drop_key:  # a run written before that key existed
@@ -161,6 +161,18 @@ def test_budget_repeats_and_hardware(tmp_path, capsys):
     assert list(c.check.x_heldout) == [39000] and list(c.check.x_fit) == [5000, 10000, 20000]  # no repeat leaks
     curves, skipped = budget_curves([str(d) for d in dirs], "images_seen", n_check=1)
     assert not skipped and len(curves) == 1 and len(curves[0].runs) == 8  # any hardware, and the capped run
+
+
+def test_budget_precision_is_a_recipe_and_channels_last_a_speed(tmp_path):
+    """Both may change on resume, but bf16 and fp32 runs train different numbers (always other
+    curves), while channels_last only changes what a second buys (another curve for budget_s)."""
+    dirs = [write_run(tmp_path / f"b{b}", b) for b in (10, 20, 40)]
+    dirs += [write_run(tmp_path / f"p{b}", b, train={"precision": "bf16"}) for b in (10, 20, 40)]
+    dirs += [write_run(tmp_path / f"c{b}", b, train={"channels_last": "on"}) for b in (10, 20, 40)]
+    for x, sizes in (("images_seen", [6, 3]), ("budget_s", [3, 3, 3])):
+        curves, skipped = budget_curves(list(map(str, dirs)), x, n_check=0)
+        assert not skipped and [len(c.runs) for c in curves] == sizes
+        assert any(c.key.get("train.precision") == "bf16" for c in curves)
 
 
 def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
