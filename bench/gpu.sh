@@ -52,7 +52,8 @@ fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   python3 -c "import importlib.metadata, torch, ffcv, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'ffcv', importlib.metadata.version('ffcv'), 'timm', timm.__version__)" 2>&1; nproc; df -h /dev/shm 2>&1; } > "$out/env.txt"  # shm: the DataLoader workers pass batches through it
+'ffcv', importlib.metadata.version('ffcv'), 'timm', timm.__version__)" 2>&1; nproc; df -h /dev/shm 2>&1
+  python3 -c "import pipeline.data as d; print('numba threading layer', d.use_threadsafe_numba())" 2>&1; } > "$out/env.txt"  # shm: the DataLoader workers pass batches through it
 cat "$out/env.txt"
 
 failed=0 steps_wanted=" ${STEPS:-loader train model usual profile tests plan report} " budget=${BUDGET_S:-570}

@@ -56,6 +56,46 @@ class ManifestError(ValueError):
     """manifest.json is missing, unreadable or inconsistent with the betons beside it."""
 
 
+class ThreadingLayerError(RuntimeError):
+    """Numba cannot run FFCV's decoding on a thread-safe threading layer (tbb or omp)."""
+
+
+def _prefer_threadsafe() -> None:
+    import numba
+    if numba.config.THREADING_LAYER in ("default", "workqueue"):
+        numba.config.THREADING_LAYER = "threadsafe"
+
+
+_prefer_threadsafe()  # before anything imports FFCV (see use_threadsafe_numba)
+
+
+def use_threadsafe_numba() -> str:
+    """Starts Numba's threads on a thread-safe layer (tbb or omp) and returns its name.
+
+    FFCV decodes in Numba `parallel` code on each epoch's own thread, and an evaluation in the
+    middle of a training epoch runs the val epoch's thread while the training one still decodes
+    ahead. Numba's workqueue layer, its fallback where neither libtbb nor libgomp is found, aborts
+    the process on that ("The workqueue threading layer is not threadsafe and may not be accessed
+    concurrently by multiple threads", rc 134, reproduced with NUMBA_THREADING_LAYER=workqueue).
+    The layer is chosen once per process, at the first parallel launch, which importing FFCV
+    already makes: so this module asks for a thread-safe one when it is imported (_prefer_threadsafe),
+    and this checks what was started.
+    """
+    import numba
+    from numba.np.ufunc import parallel
+    _prefer_threadsafe()
+    try:
+        parallel._launch_threads()
+    except ValueError:
+        raise ThreadingLayerError("numba: no thread-safe threading layer (tbb or omp) could be loaded, and FFCV's "
+                                  "decoding needs one: install libtbb12 (apt) or tbb (pip), or libgomp1") from None
+    layer = numba.threading_layer()
+    if layer == "workqueue":
+        raise ThreadingLayerError("numba: this process already started the workqueue threading layer, which "
+                                  "aborts under FFCV's concurrent epochs; start it with NUMBA_THREADING_LAYER=tbb or omp")
+    return layer
+
+
 @dataclass(frozen=True)
 class BetonInfo:
     split: str
@@ -316,6 +356,7 @@ class BetonLoader:
         self.beton = self.bset.beton_for(self.split, self.output_size)
 
     def _ffcv(self):
+        use_threadsafe_numba()
         from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage

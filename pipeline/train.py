@@ -957,10 +957,13 @@ def main(argv: list[str] | None = None) -> int:
               f"flush and the last complete checkpoint are kept", file=sys.stderr)
         return 1
     except Exception as e:  # data errors (manifest missing, ...) as one line, not a traceback
-        from pipeline.data import ManifestError
+        from pipeline.data import ManifestError, ThreadingLayerError
         if isinstance(e, ManifestError):
             print(f"error: data.dir: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, ThreadingLayerError):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         raise
     if not main_rank:
         return EXIT_STOPPED if summary["stop_reason"] == "signal" else 0

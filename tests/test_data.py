@@ -189,3 +189,30 @@ def test_val_loader_center_crops_every_image_in_order(tiny_betons):
     assert batches[0][0].shape == (5, 3, 16, 16)
     # Textured images: a crop is not flat.
     assert batches[0][0].float().std() > 10
+
+
+def test_an_evaluation_inside_a_training_epoch_runs_on_a_threadsafe_numba_layer(tiny_betons):
+    """The val epoch decodes while the training epoch's thread still decodes ahead: two Numba
+    parallel regions at once, which Numba's workqueue layer (its fallback without libtbb/libgomp)
+    aborts on (rc 134). Asked for workqueue outright, the loader still starts a thread-safe one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import numba
+from pipeline.data import BetonSet
+bs = BetonSet({str(tiny_betons)!r})
+tr = bs.loader("train", batch_size=4, output_size=16, num_workers=2, seed=1)
+va = bs.loader("val", batch_size=4, output_size=32, num_workers=2)
+for _ in range(2):
+    for x, y in tr:
+        assert sum(len(b[1]) for b in va) == {BetonSet(tiny_betons).count("val")}
+print("layer", numba.threading_layer())
+"""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-1] in ("tbb", "omp")
