@@ -271,13 +271,15 @@ class BetonSet:
         self._check_split(split)
         return sorted(b.resolution for b in self.betons if b.split == split)
 
-    def beton_for(self, split: str, output_size: int) -> BetonInfo:
-        """The smallest beton of the split whose resolution serves output_size (or the
-        largest there is: images are never stored above their source size anyway)."""
+    def beton_for(self, split: str, output_size: int, scale: float = 1.0) -> BetonInfo:
+        """The smallest beton of the split whose resolution is at least scale x output_size (or
+        the largest there is: images are never stored above their source size anyway). A crop
+        takes part of the stored image, so at scale 1 it is enlarged (~2x for a random-resized
+        crop of ImageNet's range); scale 2 keeps it near its stored sharpness."""
         self._check_split(split)
         ours = sorted((b for b in self.betons if b.split == split), key=lambda b: b.resolution)
         for b in ours:
-            if b.resolution >= output_size:
+            if b.resolution >= scale * output_size:
                 return b
         return ours[-1]
 
@@ -287,7 +289,8 @@ class BetonSet:
                scale: tuple[float, float] = (0.08, 1.0),
                ratio: tuple[float, float] = (3 / 4, 4 / 3),
                crop_ratio: float = DEFAULT_CROP_RATIO, os_cache: bool = True,
-               batches_ahead: int = 3, shard: tuple[int, int] | None = None) -> "BetonLoader":
+               batches_ahead: int = 3, shard: tuple[int, int] | None = None,
+               beton_scale: float = 1.0) -> "BetonLoader":
         """A loader over one split.
 
         Args:
@@ -307,6 +310,8 @@ class BetonSet:
             batches_ahead: batches FFCV prepares ahead.
             shard: (rank, world): this process reads images rank, rank + world, ... only,
                 exactly once each (distributed evaluation without padding).
+            beton_scale: each size decodes from the smallest beton at least this many times
+                larger (beton_for).
         """
         self._check_split(split)
         if batch_size < 1:
@@ -317,7 +322,7 @@ class BetonSet:
                            drop_last=train if drop_last is None else drop_last,
                            distributed=distributed, scale=scale, ratio=ratio,
                            crop_ratio=crop_ratio, os_cache=os_cache,
-                           batches_ahead=batches_ahead, shard=shard)
+                           batches_ahead=batches_ahead, shard=shard, beton_scale=beton_scale)
 
     def _check_split(self, split: str) -> None:
         if split not in self._counts:
@@ -333,8 +338,9 @@ class BetonLoader:
     def __init__(self, bset: BetonSet, split: str, batch_size: int, output_size: int, *,
                  train: bool, num_workers: int, device, seed: int, drop_last: bool,
                  distributed: bool, scale, ratio, crop_ratio: float, os_cache: bool,
-                 batches_ahead: int, shard: tuple[int, int] | None = None):
+                 batches_ahead: int, shard: tuple[int, int] | None = None, beton_scale: float = 1.0):
         self.bset, self.split, self.batch_size, self.train = bset, split, batch_size, train
+        self.beton_scale = beton_scale
         self.device = torch.device(device) if device is not None else None
         self._opts = dict(num_workers=num_workers, seed=seed, drop_last=drop_last,
                           distributed=distributed, os_cache=os_cache,
@@ -353,7 +359,7 @@ class BetonLoader:
         if int(size) < 1:
             raise ValueError(f"output_size: expected >= 1, got {size}")
         self.output_size = int(size)
-        self.beton = self.bset.beton_for(self.split, self.output_size)
+        self.beton = self.bset.beton_for(self.split, self.output_size, self.beton_scale)
 
     def _ffcv(self):
         use_threadsafe_numba()

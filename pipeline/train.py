@@ -201,7 +201,8 @@ def train_loader_for(cfg: C.Config, bset, batch_size: int, output_size: int, dev
                        num_workers=cfg.data.num_workers, device=device, seed=cfg.train.seed,
                        scale=(cfg.data.crop_scale_min, cfg.data.crop_scale_max),
                        ratio=(cfg.data.crop_ratio_min, cfg.data.crop_ratio_max),
-                       batches_ahead=cfg.data.batches_ahead, distributed=distributed)
+                       batches_ahead=cfg.data.batches_ahead, distributed=distributed,
+                       beton_scale=cfg.data.beton_scale)
 
 
 def compiled_forward(net: nn.Module, rt: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -472,7 +473,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     train_loader = train_loader_for(cfg, bset, rank_batch, cc.resolutions[0], loader_device, dd.enabled)
     val_loader = bset.loader("val", batch_size=cfg.data.val_batch_size or rank_batch,
                              output_size=eval_res, num_workers=cfg.data.num_workers, device=loader_device,
-                             batches_ahead=cfg.data.batches_ahead,
+                             batches_ahead=cfg.data.batches_ahead, beton_scale=cfg.data.beton_scale,
                              shard=(dd.rank, dd.world) if dd.enabled else None)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch < 1:
@@ -583,7 +584,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     # Which beton each stage decodes: a stage cropping from a much larger (or JPEG) beton is where
     # the loader falls behind the GPU (README, "Which betons for ImageNet").
     stages = sorted(set(cc.resolutions))
-    served = {str(r): bset.beton_for("train", r) for r in stages}
+    served = {str(r): bset.beton_for("train", r, cfg.data.beton_scale) for r in stages}
     env.update(params=vit.count_params(net), world_size=dd.world,
                train_flops_per_image={str(r): train_flops(r) for r in stages},
                train_betons={r: {"file": b.path.name, "mode": b.mode, "resolution": b.resolution}

@@ -43,6 +43,7 @@ def test_overrides_parse_types():
     (["--optim.warmup=2"], "optim.warmup", "progress fraction"),
     (["--augment.erase_prob=1.5"], "augment.erase_prob", "[0, 1]"),
     (["--data.batches_ahead=0"], "data.batches_ahead", "must be >= 1"),
+    (["--data.beton_scale=0.5"], "data.beton_scale", "expected >= 1, got 0.5"),
     (["--augment.mean=0.5,0.5"], "augment.mean", "3 values"),
     (["--train.budget_s=10", "--train.budget_h=1"], "train.budget_h", "not both"),
     (["--train.epochs=0"], "train.epochs", "budget"),

@@ -142,6 +142,14 @@ def test_train_loader_switches_size_and_beton(tiny_betons):
         assert ld.beton.resolution == (16 if size <= 16 else 32)
     # The loader of each beton is built once and reused across epochs and sizes.
     assert len(ld._built) == 2
+    # beton_scale 2: a size decodes from a beton at least twice its size (the largest where none is)
+    sharp = bs.loader("train", batch_size=8, output_size=8, num_workers=1, beton_scale=2.0)
+    assert sharp.beton.resolution == 16
+    for size, res in ((9, 32), (16, 32), (32, 32)):
+        sharp.set_output_size(size)
+        assert sharp.beton.resolution == res
+    images, _ = next(iter(sharp))
+    assert images.shape == (8, 3, 32, 32)
     orders = list(seen.values())
     assert all(sorted(o.tolist()) == [0] * 8 + [1] * 8 + [2] * 8 for o in orders)
     assert len({tuple(o.tolist()) for o in orders}) > 1, "every epoch had the same order"

@@ -184,3 +184,12 @@ def test_the_authors_recipe_runs(warm, tmp_path):
     assert [r["resolution"] for r in steps] == [16] * 6 + [32]  # 3 steps per epoch: 32 px from epoch 2
     assert steps[0]["lr"] == pytest.approx(1.25e-4) and all(math.isfinite(r["loss"]) for r in steps)
     assert len(read_table(tmp_path / "run" / "evals.arrow")) >= 2  # every epoch, and the final one
+
+
+def test_beton_scale_decodes_each_size_from_a_larger_beton(warm, tmp_path):
+    """data.beton_scale=2: the 16 px stage crops from train_32 (sharper crops), and says so."""
+    cfg = tiny_cfg(warm, train__max_steps=2, data__beton_scale=2.0)
+    s = T.train(cfg, tmp_path / "run")
+    assert s["status"] == "ok" and s["steps"] == 2
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["train_betons"] == {"16": {"file": "train_32.beton", "mode": "jpg", "resolution": 32}}
