@@ -9,6 +9,7 @@ has one code path. NCCL on CUDA, gloo on CPU (the tests run 2 gloo processes).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,19 @@ class Dist:
 
     def close(self) -> None:
         """Leave the process group. Its backend (gloo's threads, NCCL's communicators) is freed once
-        nothing else holds it: drop DDP-wrapped models first."""
+        nothing else holds it (a DDP-wrapped model does, until it is freed).
+
+        Freeing gloo's process group joins its worker threads while holding the GIL, and a worker
+        that has just finished a collective releases the work's tensors, which needs the GIL when
+        Python still refers to them: the two wait on each other. Seen as a rank that never exited
+        after `ok (max_steps)` (gdb: ~ProcessGroupGloo in std::thread::join, the worker in
+        ~AsyncAllreduceWork -> decref_pyobject -> take_gil; 1 run in 3 of tests/test_ddp.py's
+        resume under Python 3.12 and torch 2.11). So first a barrier, so every rank is done, then a
+        sleep, which releases the GIL while the workers finish releasing their last works.
+        """
         if self.enabled and dist.is_initialized():
+            dist.barrier()
+            time.sleep(0.2)
             dist.destroy_process_group()
 
     def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
