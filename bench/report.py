@@ -81,10 +81,10 @@ def collect(folder: Path) -> dict:
         if r["res"] <= USUAL_MAX_RES and r.get("e2e_over_usual") is not None:
             targets.append(_verdict(f"end to end / usual way at {r['res']} px", r["e2e_over_usual"],
                                     USUAL_TARGET, "ratio"))
-    for name, goal in (("end to end / model bound", E2E_TARGET),
-                       (f"end to end / usual way at {USUAL_MAX_RES} px and below", USUAL_TARGET)):
-        if not any(t["target"].startswith(name.split(" at ")[0] + " at") for t in targets):
-            targets.append(_verdict(f"{name} (no size has both figures)", None, goal, "ratio"))
+    for kind, sizes, goal in (("end to end / model bound", "", E2E_TARGET),
+                              ("end to end / usual way", f" at {USUAL_MAX_RES} px and below", USUAL_TARGET)):
+        if not any(t["target"].startswith(f"{kind} at ") for t in targets):
+            targets.append(_verdict(f"{kind}{sizes} (no size has both figures)", None, goal, "ratio"))
     src = train or model or {}
     return {"device": (train or {}).get("device") or (model or {}).get("device"),
             "torch": (model or {}).get("torch") or src.get("env", {}).get("versions", {}).get("torch"),

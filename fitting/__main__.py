@@ -67,8 +67,9 @@ def check_outputs(out: str, plots: str | None = None, *more: str | None, inputs:
     real = [os.path.realpath(p) for p in files]
     if len(set(real)) < len(files) or (plots and os.path.realpath(plots) in real):
         raise tables.TableError(f"{', '.join(files + ([plots] if plots else []))}: two outputs name the same path")
+    real_inputs = {os.path.realpath(i) for i in inputs}
     for p, r in zip(files, real):
-        if r in {os.path.realpath(i) for i in inputs}:
+        if r in real_inputs:
             raise tables.TableError(f"{p}: is the input table; the output would overwrite it")
     if plots and os.path.exists(plots) and not os.path.isdir(plots):
         raise tables.TableError(f"{plots}: exists and is not a directory (--plots)")

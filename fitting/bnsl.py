@@ -43,6 +43,11 @@ def exp_or_inf(v: float) -> float:
     return math.exp(v) if v < 709.78 else math.inf
 
 
+def log_b_of(params: dict[str, float]) -> float:
+    """log b of named parameters: their log_b, or log(b) where only b is given."""
+    return params["log_b"] if "log_b" in params else math.log(params["b"])
+
+
 def to_natural(theta: np.ndarray, z0: float = 0.0) -> dict[str, float]:
     """Internal theta (on z - z0) to named natural parameters {a, b, log_b, c0, c1, d1, f1, ...}.
 
@@ -65,8 +70,7 @@ def to_natural(theta: np.ndarray, z0: float = 0.0) -> dict[str, float]:
 def from_natural(params: dict[str, float], z0: float = 0.0) -> np.ndarray:
     """Inverse of `to_natural` (log_b, or log(b) where only b is given)."""
     n = sum(1 for k in params if k.startswith("d"))
-    log_b = params["log_b"] if "log_b" in params else math.log(params["b"])
-    theta = [params["a"], log_b - params["c0"] * z0, params["c0"]]
+    theta = [params["a"], log_b_of(params) - params["c0"] * z0, params["c0"]]
     for i in range(1, n + 1):
         theta += [params[f"c{i}"], math.log(params[f"d{i}"]) - z0, params[f"f{i}"]]
     return np.array(theta, dtype=np.float64)

@@ -17,7 +17,7 @@ import math
 import numba as nb
 import numpy as np
 
-from fitting.bnsl import exp_or_inf
+from fitting.bnsl import exp_or_inf, log_b_of
 
 FORMS = ("m1", "m2", "m3", "m4")
 PARAM_NAMES = {
@@ -190,7 +190,7 @@ def to_natural(form: str, theta, z0: float) -> dict[str, float]:
 
 def from_natural(form: str, p: dict[str, float], z0: float) -> np.ndarray:
     """Inverse of `to_natural` (log_b, or log(b) where only b is given)."""
-    lb = p["log_b"] if "log_b" in p else math.log(p["b"])
+    lb = log_b_of(p)
     if form == "m1":
         return np.array([lb + p["c"] * z0, p["c"]])
     if form == "m2":

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numba
 import numpy as np
 import torch
 
@@ -60,13 +61,9 @@ class ThreadingLayerError(RuntimeError):
     """Numba cannot run FFCV's decoding on a thread-safe threading layer (tbb or omp)."""
 
 
-def _prefer_threadsafe() -> None:
-    import numba
-    if numba.config.THREADING_LAYER in ("default", "workqueue"):
-        numba.config.THREADING_LAYER = "threadsafe"
-
-
-_prefer_threadsafe()  # before anything imports FFCV (see use_threadsafe_numba)
+# Before anything imports FFCV, which starts Numba's threads (see use_threadsafe_numba).
+if numba.config.THREADING_LAYER in ("default", "workqueue"):
+    numba.config.THREADING_LAYER = "threadsafe"
 
 
 def use_threadsafe_numba() -> str:
@@ -78,12 +75,10 @@ def use_threadsafe_numba() -> str:
     the process on that ("The workqueue threading layer is not threadsafe and may not be accessed
     concurrently by multiple threads", rc 134, reproduced with NUMBA_THREADING_LAYER=workqueue).
     The layer is chosen once per process, at the first parallel launch, which importing FFCV
-    already makes: so this module asks for a thread-safe one when it is imported (_prefer_threadsafe),
-    and this checks what was started.
+    already makes: so this module asks for a thread-safe one when it is imported, and this checks
+    what was started.
     """
-    import numba
     from numba.np.ufunc import parallel
-    _prefer_threadsafe()
     try:
         parallel._launch_threads()
     except ValueError:
@@ -362,13 +357,13 @@ class BetonLoader:
         self.beton = self.bset.beton_for(self.split, self.output_size, self.beton_scale)
 
     def _ffcv(self):
-        use_threadsafe_numba()
         from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder
         from ffcv.loader import Loader, OrderOption
         from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
         key = self.beton.path
         if key not in self._built:
+            use_threadsafe_numba()
             out = (self.output_size, self.output_size)
             if self.train:
                 from pipeline.crops import SeededRandomResizedCrop

@@ -513,6 +513,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
                     find_unused_parameters=_has_unused_params(net, cc.resolutions[0], device))
+    new_seed = tc.seed + 7919 * (st.step + dd.rank)  # where a resume cannot continue the saved streams
     if ck and len(ck["rng"]) == dd.world:  # the same random streams as an uninterrupted run
         mine = ck["rng"][dd.rank]
         torch.set_rng_state(mine["torch"])
@@ -521,12 +522,12 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         if not aug.load_state_dict(mine["aug"]):
             say(f"warning: {ck_name} was written on another device type: new augmentation random streams "
                 f"from here", file=sys.stderr)
-            aug.reseed(tc.seed + 7919 * (st.step + dd.rank))
+            aug.reseed(new_seed)
     elif ck:
         say(f"warning: {ck_name} was written by {len(ck['rng'])} processes, this run has {dd.world}: "
             f"new random streams and data shards from here", file=sys.stderr)
-        torch.manual_seed(tc.seed + 7919 * (st.step + dd.rank))
-        aug.reseed(tc.seed + 7919 * (st.step + dd.rank))
+        torch.manual_seed(new_seed)
+        aug.reseed(new_seed)
     elif dd.enabled:
         torch.manual_seed(tc.seed + 7919 * dd.rank)  # one init (DDP broadcasts rank 0's), own drop-path masks
     fwd = compiled_forward(model, rt)
