@@ -249,8 +249,7 @@ class AugmentConfig:
     switch_prob: float = 0.5            # probability of cutmix rather than mixup when both are on
     label_smoothing: float = 0.1        # target = (1 - s) one_hot + s / K, then mixed
     erase_prob: float = 0.25            # per-sample probability of random erasing
-    # erased values in normalized units: per-pixel N(0, 1), per-channel N(0, 1), or 0
-    erase_mode: Literal["pixel", "rand", "const"] = "pixel"
+    erase_mode: Literal["pixel", "rand", "const"] = "pixel"  # erased: N(0,1) per pixel, per channel, or 0
     mean: tuple[float, float, float] = IMAGENET_MEAN  # 0-1 units
     std: tuple[float, float, float] = IMAGENET_STD    # 0-1 units
 

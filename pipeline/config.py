@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import types
@@ -208,7 +209,10 @@ def parse_value(key: str, text: str, tp: Any) -> Any:
         raise ConfigError(f"{key}: {text!r} is not one of {', '.join(map(str, choices))}")
     if origin is tuple:
         elem = typing.get_args(tp)[0]
-        parts = [p for p in text.strip("()[]").split(",") if p.strip()]
+        inner = text.strip("()[]")
+        parts = inner.split(",") if inner.strip() else []
+        if any(not p.strip() for p in parts):
+            raise ConfigError(f"{key}: empty item in {text!r} (expected comma-separated values)")
         return check_type(key, tuple(parse_value(key, p, elem) for p in parts), tp)
     if origin in (typing.Union, types.UnionType):
         for a in typing.get_args(tp):
@@ -225,9 +229,10 @@ def parse_value(key: str, text: str, tp: Any) -> Any:
             return False
         raise ConfigError(f"{key}: expected a boolean (true/false), got {text!r}")
     try:
-        return tp(text)
+        value = tp(text)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {text!r}") from None
+    return check_type(key, value, tp)
 
 
 def check_type(key: str, value: Any, tp: Any) -> Any:
@@ -258,6 +263,8 @@ def check_type(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):  # inf passes every >= check and stalls the clock (budget_s=inf)
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -419,12 +426,13 @@ def save(cfg: Config, path: str | os.PathLike) -> None:
     Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-def load_config(name_or_path: str) -> Config:
-    """A named config (configs/NAME.py) or a path to a Python file exposing `get_config()`."""
+def load_config(name_or_path: str, option: str = "--config") -> Config:
+    """A named config (configs/NAME.py) or a path to a Python file exposing `get_config()`; errors
+    name the command-line `option` that gave it."""
     p = Path(name_or_path)
     if p.suffix == ".py" or os.sep in name_or_path:
         if not p.is_file():
-            raise ConfigError(f"--config: no such file {name_or_path!r}")
+            raise ConfigError(f"{option}: no such file {name_or_path!r}")
         spec = importlib.util.spec_from_file_location(f"_vitday_config_{p.stem}", p)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
@@ -436,12 +444,12 @@ def load_config(name_or_path: str) -> Config:
                 raise
             import configs
             names = sorted(q.stem for q in Path(configs.__file__).parent.glob("*.py") if q.stem != "__init__")
-            raise ConfigError(f"--config: no config named {name_or_path!r} (known: {', '.join(names)})") from None
+            raise ConfigError(f"{option}: no config named {name_or_path!r} (known: {', '.join(names)})") from None
     if not hasattr(mod, "get_config"):
-        raise ConfigError(f"--config: {name_or_path!r} has no get_config()")
+        raise ConfigError(f"{option}: {name_or_path!r} has no get_config()")
     cfg = mod.get_config()
     if not isinstance(cfg, Config):
-        raise ConfigError(f"--config: get_config() of {name_or_path!r} returned {type(cfg).__name__}, not Config")
+        raise ConfigError(f"{option}: get_config() of {name_or_path!r} returned {type(cfg).__name__}, not Config")
     return cfg
 
 
@@ -536,6 +544,11 @@ def parse_args(argv: list[str]) -> Args:
         if "." not in k:
             raise ConfigError(f"{k}: unknown option (keys look like --section.key=value; see --help)")
         override(cfg, k, v)
+    # the budget in one unit replaces the config's budget in the other (s16_24h sets budget_h)
+    given = {k for k, _ in items}
+    for mine, other in (("budget_s", "budget_h"), ("budget_h", "budget_s")):
+        if f"train.{mine}" in given and f"train.{other}" not in given:
+            setattr(cfg.train, other, 0.0)
     want_help = any(k == "help" for k, _ in items)
     if not want_help:
         validate(cfg)

@@ -16,7 +16,9 @@ the benchmark's batch size, so a config with another batch size is planned at th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ class Rates:
         if not measured:
             raise ValueError("no measured resolutions")
         self.measured, self.flops_of = dict(measured), flops_of
+        self.measured_here = True  # False: the measured rates are another model's, scaled
 
     def __call__(self, res: int) -> tuple[float, bool]:
         """(images/s, measured) at `res`. Between two measured sizes: the larger one's rate scaled
@@ -50,7 +53,7 @@ class Rates:
         Outside them: the nearest one's, scaled by FLOPs."""
         m = self.measured
         if res in m:
-            return m[res], True
+            return m[res], self.measured_here
         below, above = [r for r in m if r < res], [r for r in m if r > res]
         ref = min(above) if above else max(below)
         rate = m[ref] * self.flops_of(ref) / self.flops_of(res)
@@ -71,15 +74,15 @@ def plan(cfg: C.Config, rates: Rates, images: int = IMAGENET_TRAIN) -> list[Stag
     budget_h = cfg.budget / 3600
     starts, out = list(cc.starts), []
     if tc.clock == "progress":  # stages are fractions of the budget (time) or of the epoch plan
+        left_ep = tc.epochs if (budget_h and tc.epochs > 0) else float("inf")  # a budget's epoch cap
         for i, res in enumerate(cc.resolutions):
             share = (starts[i + 1] if i + 1 < len(starts) else 1.0) - starts[i]
             rate, ok = rates(res)
-            if budget_h:
-                h = share * budget_h
-                out.append(Stage(res, rate, ok, h, rate * h * 3600 / images))
-            else:
-                ep = share * tc.epochs
-                out.append(Stage(res, rate, ok, ep * images / rate / 3600, ep))
+            ep = min(share * budget_h * 3600 * rate / images, left_ep) if budget_h else share * tc.epochs
+            if ep <= 0:
+                break  # the cap stops the run before this stage (as the trainer's epoch_cap does)
+            out.append(Stage(res, rate, ok, ep * images / rate / 3600, ep))
+            left_ep -= ep
         return out
     # epoch clock: stages are epoch ranges, cut where the budget (or the epoch cap) runs out
     left_h, end_ep = budget_h or float("inf"), tc.epochs or float("inf")
@@ -104,50 +107,82 @@ def table(name: str, stages: list[Stage]) -> str:
     return "\n".join(lines)
 
 
-def _rates_from(path: str, key: str, cfg: C.Config) -> tuple[Rates, dict]:
+def _measured(path: str, key: str) -> dict:
+    """bench.train's JSON at `path`, its `key` rates checked: finite and > 0 at one size at least."""
+    try:
+        bench = json.loads(Path(path).read_text())
+        bench["rates"] = {int(r): float(v[key]) for r, v in bench["results"].items()}
+    except FileNotFoundError:
+        raise C.ConfigError(f"--throughput: {path} not found (write it with python -m bench.train)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise C.ConfigError(f"--throughput: {path}: expected bench.train's JSON with results.<res>.{key} "
+                            f"({type(e).__name__}: {e})") from None
+    bad = {r: v for r, v in bench["rates"].items() if not (math.isfinite(v) and v > 0)}
+    if bad or not bench["rates"]:
+        raise C.ConfigError(f"--throughput: {path}: expected images/s > 0 in results.<res>.{key}, "
+                            f"got {bad or 'no results'}")
+    return bench
+
+
+def rates_for(cfg: C.Config, bench: dict) -> tuple[Rates, str]:
+    """Rates of `cfg`'s model from the benchmark's, and a note when the benchmark ran another model
+    (its rates then scaled by the two models' FLOPs per image: marked unmeasured)."""
     import timm
 
     import model  # noqa: F401  (registers the vitday variants)
-    try:
-        bench = json.loads(Path(path).read_text())
-        measured = {int(r): float(v[key]) for r, v in bench["results"].items()}
-    except FileNotFoundError:
-        raise C.ConfigError(f"--throughput: {path} not found (write it with python -m bench.train)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise C.ConfigError(f"--throughput: {path}: expected bench.train's JSON with results.<res>.{key} "
-                            f"({type(e).__name__}: {e})") from None
-    net = timm.create_model(cfg.model.name, num_classes=1000, img_size=cfg.curriculum.resolutions[-1])
-    flops = {}
 
-    def flops_of(res: int) -> float:
-        if res not in flops:
-            flops[res] = model.forward_flops(net, res)
-        return flops[res]
-    return Rates(measured, flops_of), bench
+    def flops_fn(name: str):
+        net = timm.create_model(name, num_classes=1000, img_size=cfg.curriculum.resolutions[-1])
+        return functools.lru_cache(maxsize=None)(lambda res: model.forward_flops(net, res))
+
+    mine, measured_on = flops_fn(cfg.model.name), bench.get("model") or cfg.model.name
+    if measured_on == cfg.model.name:
+        return Rates(bench["rates"], mine), ""
+    try:
+        theirs = flops_fn(measured_on)
+        scaled = {r: v * theirs(r) / mine(r) for r, v in bench["rates"].items()}
+    except (RuntimeError, ValueError) as e:  # timm's unknown model, a size off the patch grid
+        raise C.ConfigError(f"--throughput: rates of {measured_on} cannot be scaled to {cfg.model.name}: "
+                            f"{str(e).splitlines()[0]}") from None
+    rates = Rates(scaled, mine)
+    rates.measured_here = False
+    return rates, f" (rates of {measured_on} scaled by FLOPs to {cfg.model.name})"
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pipeline.plan", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", default="s16_24h", help="config to plan (name in configs/ or .py path)")
     p.add_argument("--throughput", default="results/train_bench.json", help="python -m bench.train JSON")
     p.add_argument("--rate-key", default="end_to_end", choices=["end_to_end", "on_device", "loader"],
                    help="which measured images/s to plan with")
     p.add_argument("--compare", default="paper", help="a second config on the same rates ('' for none)")
-    p.add_argument("--images", type=int, default=IMAGENET_TRAIN, help="training images per epoch")
+    p.add_argument("--images", type=_positive_int, default=IMAGENET_TRAIN, help="training images per epoch")
     args = p.parse_args(argv)
     try:
-        cfgs = [(n, C.validate(C.load_config(n))) for n in [args.config, args.compare] if n]
-        rates, bench = _rates_from(args.throughput, args.rate_key, cfgs[0][1])
+        cfgs = [(n, C.validate(C.load_config(n, option=opt)))
+                for n, opt in [(args.config, "--config"), (args.compare, "--compare")] if n]
+        bench = _measured(args.throughput, args.rate_key)
+        rates = [rates_for(cfg, bench) for _, cfg in cfgs]
     except C.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"rates: {args.rate_key} images/s of {args.throughput} (device {bench.get('device')}, "
           f"{bench.get('model')}, batch {bench.get('batch_size')}); ~ = scaled by FLOPs from the next larger "
           f"measured resolution, kept between the measured neighbours' rates; epochs of {args.images:,} images")
-    for name, cfg in cfgs:
-        stages = plan(cfg, rates, args.images)
-        note = "" if cfg.train.batch_size == bench.get("batch_size") else \
-            f" (planned at the rates of batch {bench.get('batch_size')}; it runs at batch {cfg.train.batch_size})"
+    for (name, cfg), (r, model_note) in zip(cfgs, rates):
+        stages = plan(cfg, r, args.images)
+        note = model_note + ("" if cfg.train.batch_size == bench.get("batch_size") else
+                             f" (planned at the rates of batch {bench.get('batch_size')}; "
+                             f"it runs at batch {cfg.train.batch_size})")
+        if cfg.budget and cfg.train.epochs > 0 and sum(st.epochs for st in stages) >= cfg.train.epochs - 1e-9:
+            note += f" (cut at train.epochs={cfg.train.epochs:g}, before its budget is spent)"
         print(table(f"{name}{note}", stages))
     return 0
 

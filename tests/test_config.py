@@ -49,6 +49,9 @@ def test_overrides_parse_types():
     (["--train.epochs=0"], "train.epochs", "budget"),
     (["--train.clock=epoch", "--train.epochs=0", "--train.budget_s=60"], "optim.decay_end", "run end"),
     (["--train.batch_size"], "train.batch_size", "missing value"),
+    (["--train.budget_s=inf"], "train.budget_s", "finite"),  # would hold progress at 0 forever
+    (["--optim.lr=nan"], "optim.lr", "finite"),
+    (["--curriculum.starts=0,,0.5", "--curriculum.resolutions=8,16"], "curriculum.starts", "empty item"),
 ])
 def test_bad_configs_fail_with_one_line_naming_the_key(argv, key, words):
     with pytest.raises(C.ConfigError) as e:
@@ -66,6 +69,22 @@ def test_config_file_values_are_type_checked():
         C.validate(cfg)
     with pytest.raises(C.ConfigError, match=r"^--config: no config named 'nope'"):
         C.load_config("nope")
+
+
+def test_non_finite_values_in_a_config_file_are_rejected():
+    cfg = C.Config()
+    cfg.optim.lr = float("inf")
+    with pytest.raises(C.ConfigError, match=r"^optim\.lr: expected a finite number"):
+        C.validate(cfg)
+
+
+def test_a_budget_given_in_one_unit_replaces_the_configs_budget_in_the_other():
+    """s16_24h sets budget_h, demo budget_s: a command-line budget in the other unit replaces it
+    (before, both were set and the run refused to start); both on the command line is still an error."""
+    s16 = C.parse_args(["--config", "s16_24h", "--train.budget_s=600"]).cfg
+    assert (s16.train.budget_s, s16.train.budget_h, s16.budget) == (600.0, 0.0, 600.0)
+    demo = C.parse_args(["--config", "demo", "--train.budget_h=0.5"]).cfg
+    assert (demo.train.budget_s, demo.budget) == (0.0, 1800.0)
 
 
 def test_config_from_path(tmp_path):

@@ -62,3 +62,53 @@ def test_cli_prints_both_tables_and_rejects_a_bad_file(tmp_path, capsys):
     bad.write_text("{}")
     assert P.main(["--throughput", str(bad)]) == 2
     assert "expected bench.train's JSON" in capsys.readouterr().err
+
+
+def test_progress_plan_stops_at_the_epoch_cap_as_the_trainer_does():
+    """With a budget, train.epochs is a cap: the trainer stops there (its epoch_cap), mid-curriculum."""
+    cfg = C.load_config("s16_24h")
+    cfg.train.epochs = 300.0  # 64 px alone plans 269.75 epochs in its 2.4 h, 96 px another 290
+    stages = P.plan(cfg, P.Rates({r: 40_000.0 for r in (64, 96, 128, 160, 192, 224)}, lambda r: r * r))
+    assert [s.resolution for s in stages] == [64, 96]
+    assert sum(s.epochs for s in stages) == pytest.approx(300.0)
+    first = 40_000 * 2.4 * 3600 / P.IMAGENET_TRAIN  # 269.74 epochs, all of 64 px's share
+    assert stages[0].epochs == pytest.approx(first) and stages[0].hours == pytest.approx(2.4)
+    assert stages[1].hours == pytest.approx((300 - first) * P.IMAGENET_TRAIN / 40_000 / 3600)
+
+
+def test_another_models_rates_are_scaled_by_flops_and_marked(tmp_path, capsys):
+    """The benchmark ran ViT-S/16; demo's pico/4 is planned from it scaled by the two models' FLOPs
+    per image (before: scaled by ViT-S's FLOPs alone, or a traceback at demo's 24 px)."""
+    import timm
+    path = fake_bench(tmp_path, {64: 40_000.0, 128: 15_000.0, 224: 4_000.0})
+    bench = P._measured(str(path), "end_to_end")
+    demo = C.load_config("demo")
+    rates, note = P.rates_for(demo, bench)
+    assert "scaled by FLOPs to vitday_pico_patch4_local" in note
+    s16 = timm.create_model("vitday_small_patch16_local", num_classes=1000)
+    pico = timm.create_model(demo.model.name, num_classes=1000)
+    at64 = 40_000 * model.forward_flops(s16, 64) / model.forward_flops(pico, 64)
+    assert rates(64) == (pytest.approx(at64), False)
+    assert rates(24) == (pytest.approx(at64 * model.forward_flops(pico, 64) / model.forward_flops(pico, 24)), False)
+    assert P.main(["--config", "s16_24h", "--compare", "demo", "--throughput", str(path)]) == 0
+    assert "demo (rates of vitday_small_patch16_local scaled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rates, words", [
+    ({}, "got no results"), ({64: 0.0}, "got {64: 0.0}"), ({64: -5.0}, "got {64: -5.0}"),
+    ({64: float("nan")}, "got {64: nan}"),
+])
+def test_rates_that_are_not_positive_are_one_line_errors(tmp_path, capsys, rates, words):
+    path = fake_bench(tmp_path, rates)
+    assert P.main(["--throughput", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --throughput:") and words in err and err.count("\n") == 1
+
+
+def test_cli_errors_name_the_option(tmp_path, capsys):
+    path = fake_bench(tmp_path, {64: 40_000.0})
+    assert P.main(["--throughput", str(path), "--compare", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: --compare: no config named 'nope'")
+    with pytest.raises(SystemExit):
+        P.main(["--throughput", str(path), "--images", "0"])
+    assert "--images: expected a positive integer" in capsys.readouterr().err
