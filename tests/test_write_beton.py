@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +465,103 @@ def test_a_stopped_run_leaves_no_partial_file_and_reruns(tmp_path, sig, code):
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 400
+
+
+# ------------------------------------------------------------------ review of 2026-12-02 (stage 1)
+
+def test_a_file_system_error_inside_the_decoder_is_not_a_remembered_verdict(tmp_path, monkeypatch):
+    """PIL raises the file system's OSError (permission, I/O) from Image.open: it is the disk's
+    failure, not the image's, so the check reports it as unreadable and does not remember it
+    (before, load_rgb made it a 'cannot decode' verdict, cached until the file's mtime changed)."""
+    src = make_folder(tmp_path / "src", n_classes=1, per_class=1, size=(40, 30), seed=3)
+    f = next((src / "train").glob("*/*.JPEG"))
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(write_beton.Image, "open", denied)
+    with pytest.raises(PermissionError):
+        write_beton.load_rgb(f, 16)
+    assert write_beton._probe((f, 16)) == f"{write_beton.UNREADABLE} (Permission denied)"
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line_and_keeps_the_set(tmp_path):
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), splits={"val": 1}, seed=5)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(16,))
+    bad = os.fsencode(src / "val" / "class_00") + b"/x\xff.JPEG"
+    with open(bad, "wb") as fh:
+        fh.write(b"whatever")
+    with pytest.raises(write_beton.WriteError, match=r"x\\udcff\.JPEG'?: name is not valid UTF-8"):
+        write_set(src, out, resolutions=(16,))
+    assert (out / "manifest.json").is_file()  # the set written before is still usable
+
+
+def test_a_dangling_symlink_is_reported_and_an_empty_class_warned(tmp_path, capsys):
+    src = make_folder(tmp_path / "src", n_classes=3, per_class=2, size=(40, 30), seed=6)
+    (src / "train" / "class_01" / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    for f in (src / "train" / "class_02").iterdir():
+        f.unlink()
+    m = write_set(src, tmp_path / "out", resolutions=(16,), splits=["train"], max_bad_fraction=0.5)
+    assert [(sk["path"], sk["reason"].split(" ")[0]) for sk in m["splits"]["train"]["skipped"]] == [
+        ("train/class_01/gone.JPEG", write_beton.UNREADABLE)]
+    err = capsys.readouterr().err
+    assert "class_02: no readable images" in err and "class_00: no readable" not in err
+    assert m["splits"]["train"]["count"] == 4 and len(m["classes"]) == 3
+
+
+def test_extreme_aspect_ratios_keep_two_pixels_and_evaluate(tmp_path):
+    """A 400x4 image at 16 px used to be stored 16x1: FFCV's centre crop of a 1-px side is 0 px,
+    and OpenCV aborted the val loader's process. A 1-px image is skipped as too small."""
+    from pipeline.data import BetonSet
+    assert write_beton.fit_size(400, 4, 16) == (16, 2) and write_beton.fit_size(4, 400, 16) == (2, 16)
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=2, size=(40, 30), splits={"val": 1}, seed=7)
+    Image.new("RGB", (400, 4), (200, 10, 10)).save(src / "val" / "class_00" / "wide.JPEG")
+    Image.new("RGB", (1, 1)).save(src / "val" / "class_01" / "dot.png", format="PNG")
+    m = write_set(src, tmp_path / "out", resolutions=(16,), max_bad_fraction=0.5)
+    assert [(sk["path"], sk["reason"]) for sk in m["splits"]["val"]["skipped"]] == [
+        ("val/class_01/dot.png", "too small: 1x1 px (expected at least 2 px a side)")]
+    assert (2, 16) in stored_sizes(tmp_path / "out" / "val_16.beton")
+    loader = BetonSet(tmp_path / "out").loader("val", batch_size=8, output_size=16, num_workers=1)
+    images = [x for x, _ in loader]
+    assert sum(len(x) for x in images) == 3 and 16 in images[0].shape[1:] and images[0].shape[-2] == 16
+
+
+def test_a_writer_worker_dies_with_its_parent(tmp_path):
+    """After a kill -9 of write_beton, nobody ends its writer workers' wait on the work queue: they
+    must die with it (Linux's PR_SET_PDEATHSIG), not hold memory and the partial file for ever."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import multiprocessing, sys, time\n"
+        "from tools import write_beton\n"
+        "def child(path):\n"
+        "    write_beton._die_with_parent()\n"
+        "    open(path, 'w').write(str(__import__('os').getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.Process(target=child, args=(sys.argv[1],)).start()\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(pid_file)], cwd=ROOT)
+    try:
+        for _ in range(300):
+            if pid_file.is_file() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+
+        def alive(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+            except (FileNotFoundError, IndexError):
+                return False
+        for _ in range(100):
+            if not alive(child):
+                break
+            time.sleep(0.1)
+        assert not alive(child)
+    finally:
+        parent.kill()
+        if pid_file.is_file() and pid_file.read_text() and alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), 9)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing
@@ -80,13 +81,25 @@ def list_split(src: Path, split: str, classes: list[str], max_per_class: int | N
     items = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         _check_stop()
+        _utf8_name(d)
         if d.name not in index:
             raise WriteError(f"{d}: class '{d.name}' is not among the train classes")
-        files = sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith("."))
+        # a dangling symlink is listed, so that the check reports it instead of dropping it silently
+        files = sorted(f for f in d.iterdir() if (f.is_file() or f.is_symlink()) and not f.name.startswith("."))
+        for f in files:
+            _utf8_name(f)
         if max_per_class is not None:
             files = files[:max_per_class]
         items += [Item(f, f"{split}/{d.name}/{f.name}", index[d.name]) for f in files]
     return items
+
+
+def _utf8_name(path: Path) -> None:
+    """File and class names go into the manifest and the betons' records as UTF-8."""
+    try:
+        path.name.encode()
+    except UnicodeEncodeError:
+        raise WriteError(f"{str(path)!r}: name is not valid UTF-8 (rename it)") from None
 
 
 # ---------------------------------------------------------------- decoding one image
@@ -113,12 +126,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """(w, h) with the longest side shrunk to max_side; never enlarged."""
+    """(w, h) with the longest side shrunk to max_side; never enlarged. The short side keeps
+    MIN_SIDE px: a 1-px side gives FFCV's evaluation centre crop (int(0.875 * 1) = 0 px) an empty
+    image, and OpenCV aborts the loader process."""
     longest = max(w, h)
     if longest <= max_side:
         return w, h
     s = max_side / longest
-    return max(1, round(w * s)), max(1, round(h * s))
+    return max(MIN_SIDE, round(w * s)), max(MIN_SIDE, round(h * s))
+
+
+MIN_SIDE = 2
 
 
 def load_rgb(path: Path, max_side: int) -> np.ndarray:
@@ -142,10 +160,16 @@ def load_rgb(path: Path, max_side: int) -> np.ndarray:
             img = _to_rgb(img)
     except UnidentifiedImageError:
         raise ValueError("not an image PIL can identify") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except OSError as e:
+        if e.errno is not None:  # the file system's (permission, I/O), not the image's: not remembered
+            raise
+        raise ValueError(f"cannot decode: {e}") from None
+    except (SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode: {e}") from None
     except Exception as e:  # noqa: BLE001 - any other decoder failure is this file's, not the run's
         raise ValueError(f"cannot decode: {type(e).__name__}: {e}") from None
+    if min(img.size) < MIN_SIDE:
+        raise ValueError(f"too small: {img.size[0]}x{img.size[1]} px (expected at least {MIN_SIDE} px a side)")
     size = fit_size(*img.size, max_side)
     if size != img.size:
         img = img.resize(size, Image.Resampling.LANCZOS)
@@ -182,6 +206,16 @@ def probe_split(items: list[Item], max_side: int, workers: int, desc: str) -> It
 CHECK_SAVE_EVERY_S = 60.0
 
 
+def _stat_key(path: Path) -> list[int] | None:
+    """(size, mtime_ns) that a remembered verdict is for; None (never a hit) if stat fails, as for
+    a dangling symlink, which the probe then reports."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
                 desc: str) -> list[str | None]:
     """probe_split, remembering results in `cache` by (path, size, mtime): a rerun (after an
@@ -202,7 +236,7 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
             known = {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         known = {}
-    keys = [[st.st_size, st.st_mtime_ns] for st in (it.path.stat() for it in items)]
+    keys = [_stat_key(it.path) for it in items]
     reasons: list[str | None] = [None] * len(items)
     remembered, todo = {}, []
     for i, (it, key) in enumerate(zip(items, keys)):
@@ -224,7 +258,7 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
         for i, r in zip(todo, probe_split([items[i] for i in todo], max_side, workers, desc)):
             _check_stop()
             reasons[i] = r
-            if not (r or "").startswith(UNREADABLE):
+            if keys[i] is not None and not (r or "").startswith(UNREADABLE):
                 remembered[items[i].rel] = [*keys[i], r]
             if time.monotonic() - last > max(CHECK_SAVE_EVERY_S, 10 * cost):
                 cost, last = save(), time.monotonic()
@@ -432,11 +466,26 @@ def _worker_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In a writer worker (Linux): the kernel kills it when the parent dies. After a kill -9 of
+    the parent nobody sends the work queue's end markers, and a worker would wait on it forever,
+    holding its memory and the deleted partial beton open."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no prctl
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _guarded_worker(*args) -> None:
     """FFCV's indexed-dataset worker, but a failure of its own (disk full, an encoder error)
     leaves its message and a non-zero exit code for the parent's loop."""
     from ffcv.writer import worker_job_indexed_dataset
 
+    _die_with_parent()
     _worker_signals()
     try:
         worker_job_indexed_dataset(*args)
@@ -489,6 +538,11 @@ def run(src: Path, out: Path, resolutions: list[int], splits: list[str], workers
                 "nothing written")
         if not kept[s]:
             raise WriteError(f"{src / s}: no readable images")
+        if s == "train":
+            have = {it.label for it in kept[s]}
+            for c in (c for i, c in enumerate(classes) if i not in have):
+                print(f"warning: {src / s / c}: no readable images (the class keeps its label, "
+                      "with nothing to learn it from)", file=sys.stderr)
     n_skipped = sum(len(v) for v in skipped.values())
     n_listed = sum(len(v) for v in listed.values())
     print(f"checked {n_listed} files: {n_skipped} skipped as unreadable")
