@@ -86,10 +86,10 @@ def _multiples(s: str) -> list[float]:
 
 
 def _common(p: argparse.ArgumentParser):
-    p.add_argument("--forms", type=_forms, default=list(ALL_FORMS), help="comma list (default: all)")
+    p.add_argument("--forms", type=_forms, default=list(ALL_FORMS), help="comma list of forms")
     p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes (default: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
+                   help="processes (None: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
     p.add_argument("--out", required=True, help="output Arrow IPC file")
     p.add_argument("--plots", default=None, help="directory for one PNG per curve and grid.png")
 
@@ -97,29 +97,30 @@ def _common(p: argparse.ArgumentParser):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fitting", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    pf = sub.add_parser("fit", help="fit curves of a CSV/Parquet/Arrow table")
+    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows defaults
+    pf = sub.add_parser("fit", **fmt, help="fit curves of a CSV/Parquet/Arrow table")
     pf.add_argument("table")
     pf.add_argument("--x", required=True)
     pf.add_argument("--y", required=True)
-    pf.add_argument("--curve", default="", help="key column(s), comma separated (default: one curve)")
+    pf.add_argument("--curve", default="", help="key column(s), comma separated (empty: one curve)")
     pf.add_argument("--split-col", default=None, help="true/1 rows are fit, the others held out and scored")
     _common(pf)
-    pr = sub.add_parser("runs", help="fit the eval curves of trainer run directories")
+    pr = sub.add_parser("runs", **fmt, help="fit the eval curves of trainer run directories")
     pr.add_argument("run_dirs", nargs="+")
-    pr.add_argument("--x", default="images_seen", choices=tables.RUN_X)
-    pr.add_argument("--y", default="error", choices=tables.RUN_Y)
+    pr.add_argument("--x", default="images_seen", choices=tables.RUN_X, help="x of the curves")
+    pr.add_argument("--y", default="error", choices=tables.RUN_Y, help="y of the curves")
     pr.add_argument("--holdout-frac", type=float, default=0.3, help="last fraction of evals held out")
     _common(pr)
-    pb = sub.add_parser("budget", help="final points of one recipe's runs at several budgets: fit, predict more")
+    pb = sub.add_parser("budget", **fmt, help="final points of one recipe's runs at several budgets: fit, predict more")
     pb.add_argument("run_dirs", nargs="+", help="finished trainer run directories (others are skipped, with why)")
     pb.add_argument("--x", default="budget_s", choices=budget.BUDGET_X,
-                    help="the budget axis, from each run's summary.json (default budget_s)")
+                    help="the budget axis, from each run's summary.json")
     pb.add_argument("--y", default="error", choices=list(budget.BUDGET_Y),
-                    help="error = 1 - final top-1 (default), top5_error, or the final val loss")
+                    help="error = 1 - final top-1, top5_error, or the final val loss")
     pb.add_argument("--check", type=int, default=1,
                     help="fit without this many largest budgets first and predict them (0: no check)")
     pb.add_argument("--at", type=_multiples, default=[1.0, 2.0, 4.0, 8.0],
-                    help="predict at these multiples of the largest budget (default 1,2,4,8)")
+                    help="predict at these multiples of the largest budget")
     pb.add_argument("--fits", default=None, help="also write the fits on all points (parameters) here")
     _common(pb)
     args = ap.parse_args(argv)
