@@ -7,7 +7,8 @@ DEMO_DIR ?= data/demo
 setup:
 	@bash tools/setup.sh
 
-demo: setup
+demo:
+	@bash tools/setup.sh --demo
 	@$(PY) -m tools.demo --out $(DEMO_DIR)
 
 test: setup

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need, skipping what is already there:
-# Debian packages (FFCV's build needs turbojpeg and OpenCV; the demo data is Debian's
-# Fashion-MNIST), then a .venv with torch, FFCV and this project.
+# Debian packages (FFCV builds from source: a C++ compiler, Python's headers, turbojpeg and
+# OpenCV; venv; with --demo also the demo data, Debian's Fashion-MNIST), then a .venv with
+# torch, FFCV and this project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="libturbojpeg0-dev libopencv-dev pkg-config dataset-fashion-mnist"
+APT_PKGS="g++ python3-dev python3-venv libturbojpeg0-dev libopencv-dev pkg-config"
+[ "${1:-}" = "--demo" ] && APT_PKGS="$APT_PKGS dataset-fashion-mnist"
 TORCH="torch==2.14.1 torchvision==0.29.1"
-VENV=.venv
+VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 missing=""
@@ -31,7 +33,15 @@ want=$(cat pyproject.toml tools/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# A venv without pip is what `python3 -m venv` leaves when python3-venv is missing: make it again.
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    if ! "$PY" -m venv "$VENV"; then
+        rm -rf "$VENV"
+        echo "setup: '$PY -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv), then rerun" >&2
+        exit 1
+    fi
+fi
 pip() { "$VENV/bin/python" -m pip -q --disable-pip-version-check "$@"; }
 echo "setup: installing into $VENV (torch, FFCV from source, vitday)"
 pip install $TORCH
