@@ -82,12 +82,6 @@ class LocalityViT(VisionTransformer):
             for blk in self.blocks:
                 blk.mlp.grid_size = grid
 
-    def resampled_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """The position embedding (1, prefix + rows*cols, dim) for a grid; the parameter itself at img_size."""
-        return resample_abs_pos_embed(
-            self.pos_embed, new_size=grid, old_size=self.patch_embed.grid_size,
-            num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens)
-
     def forward_features(
             self,
             x: torch.Tensor,

@@ -209,10 +209,16 @@ def test_non_square_inputs(size):
 # ---------------------------------------------------------------- position embedding
 
 def test_resample_same_size_is_identity():
-    net = tiny()
-    assert net.resampled_pos_embed(net.patch_embed.grid_size) is net.pos_embed
-    up = net.resampled_pos_embed((8, 8))
-    assert up.shape == (1, 65, 32) and torch.equal(up[:, 0], net.pos_embed[:, 0])  # cls entry not resampled
+    """Through the forward's own path (timm's _pos_embed on a (B, rows, cols, D) grid of zeros, so
+    the output is cls token + the position embedding it used)."""
+    net = tiny().eval()
+    gh, gw = net.patch_embed.grid_size
+    same = net._pos_embed(torch.zeros(1, gh, gw, 32))
+    assert torch.equal(same[:, 1:], net.pos_embed[:, 1:])  # the parameter itself: no interpolation
+    up = net._pos_embed(torch.zeros(1, 8, 8, 32))
+    want = resample_abs_pos_embed(net.pos_embed, new_size=(8, 8), old_size=(gh, gw), num_prefix_tokens=1)
+    assert up.shape == (1, 65, 32) and torch.equal(up[:, 1:], want[:, 1:])
+    assert torch.equal(up[:, 0], (net.cls_token + net.pos_embed[:, :1])[:, 0])  # cls entry not resampled
 
 
 def test_state_dict_from_32px_model_runs_at_224():

@@ -38,6 +38,14 @@ def test_run_writes_all_outputs(warm, tmp_path):
         assert (run / f).is_file(), f
     steps, evals = read_table(run / "steps.arrow"), read_table(run / "evals.arrow")
     assert steps.schema.equals(STEPS_SCHEMA) and evals.schema.equals(EVALS_SCHEMA)
+    # the contract README's "Output files" states, written out (the constants could drift with it)
+    assert [(f.name, str(f.type)) for f in steps.schema] == [
+        ("step", "int64"), ("epoch", "double"), ("wall_s", "double"), ("images_seen", "int64"),
+        ("flops_seen", "double"), ("resolution", "int32"), ("lr", "double"), ("loss", "double"),
+        ("images_per_s", "double")]
+    assert [(f.name, str(f.type)) for f in evals.schema] == [
+        ("step", "int64"), ("wall_s", "double"), ("images_seen", "int64"), ("flops_seen", "double"),
+        ("resolution", "int32"), ("top1", "double"), ("top5", "double"), ("loss", "double")]
     assert steps.column("step").to_pylist() == [1, 2, 3, 4, 5, 6]
     assert steps.column("images_seen").to_pylist() == [8 * k for k in range(1, 7)]
     assert all(math.isfinite(v) and v > 0 for v in steps.column("loss").to_pylist())
@@ -62,13 +70,22 @@ def test_run_writes_all_outputs(warm, tmp_path):
 
 @pytest.mark.parametrize("adjust_at, want", [("step", [16, 16, 32, 32, 32, 32]),
                                              ("epoch", [16, 16, 16, 32, 32, 32])])
-def test_curriculum_switches_resolution_when_planned(warm, tmp_path, adjust_at, want):
+def test_curriculum_switches_resolution_when_planned(warm, tmp_path, monkeypatch, adjust_at, want):
     # 6 planned steps; stage 2 starts at progress 0.3, reached after step 2 (2/6 = 0.33)
     cfg = tiny_cfg(warm, curriculum__starts=(0.0, 0.3), curriculum__resolutions=(16, 32),
                    curriculum__adjust_at=adjust_at, optim__warmup=0.2, optim__lr=1e-3)
+    fed = []  # the image size of every training forward: what the model is given, not what is logged
+    real = T.build_model
+
+    def recording(*a, **k):
+        net = real(*a, **k)
+        net.register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[-1]) if m.training else None)
+        return net
+    monkeypatch.setattr(T, "build_model", recording)
     T.train(cfg, tmp_path / "run")
     rows = read_table(tmp_path / "run" / "steps.arrow").to_pylist()
     assert [r["resolution"] for r in rows] == want
+    assert fed == want
     for r in rows:  # the LR of step k is the schedule at the position before it, (k - 1) / 6
         assert r["lr"] == pytest.approx(S.lr_at((r["step"] - 1) / 6, peak=1e-3, warmup=0.2, decay_end=1.0))
 
@@ -94,6 +111,8 @@ def test_budget_mode_stops_on_time_with_lr_at_final_value(warm, tmp_path):
     walls = [0.0] + [r["wall_s"] for r in rows]
     longest = max(b - a for a, b in zip(walls, walls[1:]))
     assert budget <= s["train_s"] <= budget + longest + 0.5
+    before_last = s["train_s"] - (walls[-1] - walls[-2])  # the training clock when the last step began
+    assert before_last < budget + 0.05, (before_last, budget)  # no step started past the budget
     # the LR of the last step is the schedule at a progress within one step of the end
     assert s["final_lr"] == rows[-1]["lr"]
     lo = S.lr_at(1.0, peak=1e-3, decay_end=1.0, final_ratio=0.1)

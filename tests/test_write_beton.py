@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -160,6 +161,17 @@ def test_too_many_bad_files_writes_nothing(tmp_path):
     assert not any(out.glob("*.beton")) and not (out / "manifest.json").exists()
 
 
+def test_the_bad_fraction_limit_is_exact(tmp_path):
+    """Exactly --max-bad-fraction unreadable files are allowed; a hair more is not."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=3, size=(40, 30), seed=5)
+    kinds = write_odd_files(src / "train" / "class_00", np.random.default_rng(1))
+    frac = sum(k == "bad" for k in kinds.values()) / (6 + len(kinds))
+    with pytest.raises(write_beton.WriteError, match="above --max-bad-fraction"):
+        write_set(src, tmp_path / "out", resolutions=(16,), splits=["train"], max_bad_fraction=frac * 0.999)
+    m = write_set(src, tmp_path / "out", resolutions=(16,), splits=["train"], max_bad_fraction=frac)
+    assert m["splits"]["train"]["count"] == 6 + sum(k == "ok" for k in kinds.values())
+
+
 def test_val_class_missing_from_train_is_an_error(tmp_path):
     src = make_folder(tmp_path / "src", n_classes=2, per_class=2, size=(20, 20), seed=6)
     (src / "val" / "class_99").mkdir()
@@ -175,7 +187,8 @@ def test_cli_rejects_bad_arguments(tmp_path):
                         (["--max-bad-fraction", "2"], "--max-bad-fraction")):
         r = subprocess.run([sys.executable, str(ROOT / "tools" / "write_beton.py"), str(tmp_path),
                             str(tmp_path / "o"), *args], capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and field in r.stderr
+        last = r.stderr.strip().splitlines()[-1]  # argparse's usage above it names every option anyway
+        assert r.returncode == 2 and re.match(rf"write_beton\.py: error: (argument )?{field}: expected", last), last
 
 
 # ------------------------------------------------------------------ interruptions and reruns
