@@ -126,8 +126,8 @@ def main(argv=None) -> dict:
     dtype = {'bf16': torch.bfloat16, 'fp32': torch.float32}[args.dtype or ('bf16' if cuda else 'fp32')]
     modes = args.modes.split(',')
     if cuda and cfg is None:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        from pipeline.train import use_fast_cuda_paths
+        use_fast_cuda_paths()  # as the trainer does (with a config, Runtime.from_config does it)
     # One static graph per resolution: allow a recompile for each size.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(sizes) + 2)
 

@@ -212,3 +212,17 @@ def test_beton_scale_decodes_each_size_from_a_larger_beton(warm, tmp_path):
     assert s["status"] == "ok" and s["steps"] == 2
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["train_betons"] == {"16": {"file": "train_32.beton", "mode": "jpg", "resolution": 32}}
+
+
+def test_a_cuda_runtime_turns_on_autotuning_and_tf32():
+    """The trainer's CUDA settings (flags only: they are set without touching a GPU)."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.benchmark = cudnn.allow_tf32 = matmul.allow_tf32 = False
+        T.Runtime.from_config(C.Config(), torch.device("cpu"))
+        assert not (cudnn.benchmark or cudnn.allow_tf32 or matmul.allow_tf32)
+        T.Runtime.from_config(C.Config(), torch.device("cuda"))
+        assert cudnn.benchmark and cudnn.allow_tf32 and matmul.allow_tf32
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
