@@ -157,6 +157,59 @@ def test_bnsl_recovers_known_curve(n):
     assert "rmsle_fit" in r.report()
 
 
+def bnsl_literal(x, p):
+    """Caballero et al. 2022, eq. 1, written out in plain NumPy, independent of fitting/:
+    y = a + b x^(-c0) prod_i (1 + (x / d_i)^(1 / f_i))^(-c_i f_i)."""
+    n = sum(1 for k in p if k.startswith("d"))
+    y = p["b"] * x ** -p["c0"]
+    for i in range(1, n + 1):
+        c, d, f = p[f"c{i}"], p[f"d{i}"], p[f"f{i}"]
+        y = y * (1 + (x / d) ** (1 / f)) ** (-c * f)
+    return p["a"] + y
+
+
+LITERAL = [
+    {"a": 0.2, "b": 30.0, "c0": 0.35},
+    {"a": 0.0, "b": 2.0, "c0": -0.2, "c1": 0.7, "d1": 50.0, "f1": 0.5},
+    {"a": 0.1, "b": 8.0, "c0": 0.1, "c1": 0.6, "d1": 3e6, "f1": 0.3},
+    {"a": 0.05, "b": 5.0, "c0": 0.05, "c1": 0.5, "d1": 1e5, "f1": 0.2, "c2": -0.4, "d2": 1e8, "f2": 0.3},
+]
+
+
+@pytest.mark.parametrize("p", LITERAL, ids=["0_breaks", "1_break_small_x", "1_break", "2_breaks"])
+def test_predict_is_the_published_formula(p):
+    """predict("bnsl", named natural params, x) is the paper's formula with those names: a break's
+    slope change c_i > 0 steepens the decline past d_i, f_i is its sharpness (catches a sign or
+    naming slip that from_natural and to_natural would share, invisible to round-trip tests)."""
+    x = np.geomspace(1.0, 1e10, 41)
+    np.testing.assert_allclose(predict("bnsl", p, x), bnsl_literal(x, p), rtol=1e-10)
+    np.testing.assert_allclose(bnsl.bnsl(x, p["a"], p["b"], p["c0"],
+                                         [p[k] for k in p if k[0] == "c" and k != "c0"],
+                                         [p[k] for k in p if k[0] == "d"],
+                                         [p[k] for k in p if k[0] == "f"]),
+                               bnsl_literal(x, p), rtol=1e-10)
+
+
+@pytest.mark.parametrize("p", LITERAL[2:], ids=["1_break", "2_breaks"])
+def test_fit_recovers_the_parameters_of_the_published_formula(p):
+    """Data from the literal formula (0.5 % log-normal noise, seeded) fit with the right break count
+    gives back the named parameters it came from. Tolerances about 3x the worst error over 40 noise
+    seeds: a within 0.01, c0 and c_i within 0.03, b and d_i within a factor e^0.15, f_i within 0.1."""
+    n = (len(p) - 3) // 3
+    x = np.geomspace(1e3, 1e10, 60)
+    y = bnsl_literal(x, p) * np.exp(np.random.default_rng(0).normal(0, NOISE, x.size))
+    r = fit("bnsl", x, y, breaks=n)
+    assert r.ok, r.reason
+    got = r.params
+    assert got["a"] == pytest.approx(p["a"], abs=0.01)
+    assert abs(math.log(got["b"] / p["b"])) < 0.15
+    for i in range(0, n + 1):
+        assert got[f"c{i}"] == pytest.approx(p[f"c{i}"], abs=0.03), (f"c{i}", got)
+    for i in range(1, n + 1):
+        assert abs(math.log(got[f"d{i}"] / p[f"d{i}"])) < 0.15, (f"d{i}", got)
+        assert got[f"f{i}"] == pytest.approx(p[f"f{i}"], abs=0.1), (f"f{i}", got)
+
+
 def test_auto_breaks_finds_the_break():
     x, y, y_true = synthetic(1, seed=5)
     r = fit("bnsl", x, y, breaks="auto")
