@@ -423,7 +423,10 @@ def plan_changes(old: Config, new: Config) -> list[str]:
 
 
 def save(cfg: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    """Written under a temporary name and renamed: a resume rewrites it, and a kill or a full disk
+    in the middle must not leave a run that cannot be resumed."""
+    from pipeline.logs import write_json
+    write_json(path, to_dict(cfg))
 
 
 def load_config(name_or_path: str, option: str = "--config") -> Config:

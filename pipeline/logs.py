@@ -82,12 +82,19 @@ class ArrowLog:
         if len(self._rows) >= self.flush_rows or time.monotonic() - self._last >= self.flush_s:
             self.flush()
 
-    def flush(self) -> None:
-        if self._rows and self._writer is not None:
-            cols = {n: [r[n] for r in self._rows] for n in self.schema.names}
-            self._writer.write_batch(pa.RecordBatch.from_pydict(cols, schema=self.schema))
-            self._sink.flush()
-            self._rows.clear()
+    def flush(self, sync: bool = False) -> None:
+        """Write the buffered rows; with `sync`, to the disk (fsync), as before a checkpoint, so a
+        host crash cannot keep a checkpoint whose steps the log lost."""
+        try:
+            if self._rows and self._writer is not None:
+                cols = {n: [r[n] for r in self._rows] for n in self.schema.names}
+                self._writer.write_batch(pa.RecordBatch.from_pydict(cols, schema=self.schema))
+                self._sink.flush()
+                self._rows.clear()
+            if sync and self._writer is not None:
+                os.fsync(self._sink.fileno())
+        except OSError as e:  # name the file: the sink's errors carry none
+            raise OSError(e.errno, e.strerror or str(e), str(self.path)) from e
         self._last = time.monotonic()
 
     def close(self) -> None:
@@ -133,10 +140,17 @@ def read_table(path: str | os.PathLike, schema: pa.Schema | None = None) -> pa.T
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write JSON atomically (temporary file, synced, then renamed)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     os.replace(tmp, path)
 
 

@@ -188,6 +188,10 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+# what a run directory's disk can do to a long run: one line and exit 1, the run resumable
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
+
+
 def use_fast_cuda_paths() -> None:
     """cuDNN autotuning (shapes are static within a curriculum stage: the locality conv gets the
     fastest kernel for each size) and TF32 for what runs in fp32 outside autocast."""
@@ -486,6 +490,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
                              batches_ahead=cfg.data.batches_ahead, beton_scale=cfg.data.beton_scale,
                              shard=(dd.rank, dd.world) if dd.enabled else None)
     steps_per_epoch = len(train_loader)
+    data_id = {"classes": bset.classes, "train": bset.count("train")}  # what a resume must train on
     if steps_per_epoch < 1:
         raise C.ConfigError(f"train.batch_size: {tc.batch_size} exceeds the {bset.count('train')} training "
                             f"images of {cfg.data.dir}")
@@ -514,8 +519,21 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         else:
             path, ck = found
             ck_name = path.name
-            net.load_state_dict(ck["model"])
-            load_optimizer_state(opt, ck["optimizer"])
+            was = ck.get("data")  # checkpoints before 2026-12-02 have none
+            if was is not None and was != data_id and not force:
+                diff = "; ".join(f"{k} {was.get(k) if k != 'classes' else len(was[k])} -> "
+                                 f"{data_id[k] if k != 'classes' else len(data_id[k])}"
+                                 + (" (other names)" if k == "classes" and len(was[k]) == len(data_id[k]) else "")
+                                 for k in data_id if was.get(k) != data_id[k])
+                raise RunDirError(f"data.dir: {cfg.data.dir} is not the data set this run trained on ({diff}); "
+                                  f"nothing changed: add --force to continue on it")
+            try:
+                net.load_state_dict(ck["model"])
+                load_optimizer_state(opt, ck["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:  # another model, or classes (with --force)
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+                why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch's header line
+                raise RunDirError(f"{path}: does not fit this model and data ({why})") from None
     st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)
     st.sessions.append({"step": st.step, "checkpoint": ck_name, "world": dd.world, "time": time.time()})
     model = net
@@ -690,11 +708,12 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         rng = dd.gather({"torch": torch.get_rng_state(), "aug": aug.state_dict(),
                          "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         if dd.main:
-            steps_log.flush()
-            evals_log.flush()
+            steps_log.flush(sync=True)
+            evals_log.flush(sync=True)
             saved = dict(st.state_dict(), train_s=clock.read(), wall_offset_s=wall())
             ckpt.save(ckpt_dir, st.step, {"config": C.to_dict(cfg), "model": net.state_dict(),
-                                          "optimizer": opt.state_dict(), "state": saved, "rng": rng},
+                                          "optimizer": opt.state_dict(), "state": saved, "rng": rng,
+                                          "data": data_id},
                       keep=tc.ckpt_keep)
         last_ckpt.update(step=st.step, mono=time.monotonic())
         st.ckpt_s += restart()
@@ -963,9 +982,9 @@ def main(argv: list[str] | None = None) -> int:
               "(none of this point unless the final one was written)", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if e.errno not in DISK_ERRORS:
             raise
-        print(f"error: {e.filename or 'a run file'}: no space left on device; the logs up to their last "
+        print(f"error: {e.filename or 'a run file'}: {e.strerror}; the logs up to their last "
               f"flush and the last complete checkpoint are kept", file=sys.stderr)
         return 1
     except Exception as e:  # data errors (manifest missing, ...) as one line, not a traceback

@@ -131,15 +131,19 @@ def test_disk_full_while_writing_leaves_the_previous_checkpoint(tmp_path, monkey
     assert ckpt.verify(d / "ckpt-000000001.pt") is None
 
 
-def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypatch, capsys):
-    real, calls = os.fsync, [0]
+def fail_fsync(monkeypatch, name_part: str, code: int) -> None:
+    """os.fsync of the first file whose path contains `name_part` fails with errno `code`."""
+    real = os.fsync
 
-    def fsync(fd):  # checkpoint 1 (step 3) is written with 2 fsyncs; the 3rd call is checkpoint 2's
-        calls[0] += 1
-        if calls[0] == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def fsync(fd):
+        if name_part in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(code, os.strerror(code))
         return real(fd)
     monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypatch, capsys):
+    fail_fsync(monkeypatch, "ckpt-000000006", errno.ENOSPC)  # checkpoint 1 (step 3) is written, 2 not
     run = tmp_path / "run"
     code = T.main(["--run-dir", str(run), f"--data.dir={warm}", "--model.name=vitday_pico_patch4_local",
                    "--train.batch_size=8", "--train.epochs=4", "--train.ckpt_every=0.25", "--train.log_every=1",
@@ -154,6 +158,62 @@ def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypat
     assert ckpt.verify(run / "checkpoints" / "ckpt-000000003.pt") is None
     assert [r["step"] for r in rows(run)] == list(range(1, 7))  # logs kept
     assert json.loads((run / "summary.json").read_text())["status"].startswith("failed: CheckpointError")
+
+
+def test_a_quota_or_io_error_of_a_log_is_one_line_naming_it(warm, tmp_path, monkeypatch, capsys):
+    """Cluster users meet a quota (EDQUOT) more often than a full disk: the same one line, the file
+    named (the log's own errors carry no file name), the run resumable from its last checkpoint."""
+    run = tmp_path / "run"
+    fail_fsync(monkeypatch, "evals.arrow", errno.EDQUOT)  # the logs are synced before each checkpoint
+    code = T.main(["--run-dir", str(run), f"--data.dir={warm}", "--model.name=vitday_pico_patch4_local",
+                   "--train.batch_size=8", "--train.epochs=2", "--train.ckpt_every=0.5", "--train.log_every=1",
+                   "--train.progress_bar=false", "--train.plot=false", "--train.threads=1", "--data.num_workers=1",
+                   "--curriculum.starts=0", "--curriculum.resolutions=16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1] == (f"error: {run / 'evals.arrow'}: Disk quota exceeded; the logs up to their last flush "
+                       "and the last complete checkpoint are kept")
+
+
+def test_config_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A resume rewrites config.json; a kill (here: the rename never happens) keeps the old one whole."""
+    path = tmp_path / "config.json"
+    C.save(C.Config(), path)
+    before = path.read_text()
+    cfg = C.Config()
+    cfg.train.batch_size = 7
+
+    def killed(*a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        C.save(cfg, path)
+    monkeypatch.undo()
+    assert path.read_text() == before and C.from_dict(json.loads(before)).train.batch_size == 256
+
+
+def test_resume_on_another_data_set_needs_force_and_a_misfit_is_one_line(warm, tmp_path):
+    """data.dir may move on resume (resume-safe), but not to other data: a train set of another size
+    changes the epoch plan (and the LR and stage positions) silently; other classes relabel it."""
+    from tests.conftest import write_set
+    from tools.synthetic import make_folder
+    run = tmp_path / "run"
+    T.train(det_cfg(warm, train__max_steps=3), run)
+    bigger = tmp_path / "bigger"
+    write_set(make_folder(tmp_path / "src", n_classes=3, per_class=16, size=(40, 30), splits={"val": 4}, seed=1),
+              bigger, resolutions=(16, 32))
+    with pytest.raises(T.RunDirError, match=r"^data.dir: .*bigger is not the data set this run trained on "
+                                            r"\(train 24 -> 48\); nothing changed: add --force"):
+        T.train(det_cfg(bigger), run, resume=True)
+    four = tmp_path / "four"
+    write_set(make_folder(tmp_path / "src4", n_classes=4, per_class=8, size=(40, 30), splits={"val": 4}, seed=1),
+              four, resolutions=(16, 32))
+    with pytest.raises(T.RunDirError, match=r"^data.dir: .*\(classes 3 -> 4; train 24 -> 32\)"):
+        T.train(det_cfg(four), run, resume=True)
+    with pytest.raises(T.RunDirError, match=r"ckpt-000000003.pt: does not fit this model and data \(.*head"):
+        T.train(det_cfg(four), run, resume=True, force=True)
+    s = T.train(det_cfg(warm), run, resume=True)  # the run itself is untouched
+    assert s["status"] == "ok" and [r["step"] for r in rows(run)] == list(range(1, 13))
 
 
 # ------------------------------------------------------------------ resume in process
