@@ -13,6 +13,11 @@ For ViT-S/16 at 224 px (N = 197 tokens, D = 384, L = 12):
     MLP, locality  2 * 2 * (N-1) * D * 4D + 2 * (N-1) * 4D * 9   (the class token skips it;
                    with cls_path="pointwise" the linears see all N tokens)
     head           2 * D * classes
+
+With class-token pooling and the class token skipping the locality MLP, LocalityViT computes the last
+block for the class token alone (``last_block_cls_only``; model/vit.py): that block counts
+2*D*D (its query) + 2*N*D*2D (keys, values) + 2*2*N*D (one attention row) + 2*D*D (proj), no MLP.
+These are the FLOPs executed, which MFU divides by.
 """
 from typing import Tuple, Union
 
@@ -43,8 +48,15 @@ def forward_flops(net: nn.Module, img_size: Union[int, Tuple[int, int]]) -> int:
     D = net.embed_dim
     proj = net.patch_embed.proj
     flops = 2 * grid * (proj.in_channels * ph * pw) * D
-    for blk in net.blocks:
+    cls_only = getattr(net, 'last_block_cls_only', lambda: False)()
+    for i, blk in enumerate(net.blocks):
         qkv_out = blk.attn.qkv.out_features
+        if cls_only and i == len(net.blocks) - 1:  # model/vit.py: the class token's row alone, no MLP
+            dim = qkv_out // 3
+            flops += 2 * D * dim + 2 * N * D * 2 * dim  # its query; every token's keys and values
+            flops += 2 * 2 * N * dim  # one row of q @ k^T and of attn @ v
+            flops += 2 * blk.attn.proj.in_features * blk.attn.proj.out_features
+            continue
         flops += 2 * N * D * qkv_out  # qkv
         flops += 2 * 2 * N * N * (qkv_out // 3)  # q @ k^T and attn @ v, all heads
         flops += 2 * N * blk.attn.proj.in_features * blk.attn.proj.out_features
