@@ -98,6 +98,7 @@ class DataConfig:
 class ModelConfig:
     name: str = _f("vitday_nano_patch4_local", "timm model name (variants registered by `import model`)")
     drop_path: float = _f(0.1, "stochastic depth rate")
+    qkv_bias: bool = _f(True, "bias on the attention's qkv projection (timm, DeiT); the authors' code has none")
 
 
 @dataclass

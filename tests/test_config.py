@@ -110,6 +110,11 @@ def test_paper_config_is_the_authors_recipe():
     assert c.train.clock == "epoch" and c.optim.decay_end == 300 and c.optim.warmup == 0
     assert c.budget == 24 * 3600
     assert [S.resolution_at(e, c.curriculum.starts, c.curriculum.resolutions) for e in (0, 5, 30)] == [32, 64, 224]
+    # their model: no qkv bias, 129,024 parameters more than ViT-S (the locality conv and MLP, less 13,824 biases)
+    from pipeline.train import build_model
+    import model
+    net = build_model(c, num_classes=1000, img_size=224)
+    assert net.blocks[0].attn.qkv.bias is None and model.count_params(net) == 22_050_664 + 129_024
 
 
 def test_s16_config_ends_at_224_with_lr_decayed():
