@@ -4,9 +4,10 @@
     python -m pipeline.train --config demo --run-dir runs/demo
 
 Expected: 10 minutes of training (train.budget_s=600; the 20 evaluations, every 5 % of the budget
-and the final one, add 1-3 minutes of wall time on 2 cores) and 84-87 % val top-1 at 24 px, depending on the host's
+and the final one, add 1-3 minutes of wall time on 2 cores) and 85-89 % val top-1 at 24 px, depending on the host's
 speed (README's benchmark table). Measured on 2 CPU cores (torch 2.14.1, ffcv 1.0.2): 86.83 % after
-12.1 epochs on one host; 85.13 % and 84.93 % (6.6 and 5.2 epochs) on a host ~40 % slower.
+12.1 epochs on one host; 85.13 % and 84.93 % (6.6 and 5.2 epochs) on a host ~40 % slower; 88.96 %
+(28.0 epochs) on a faster one once the last block ran for the class token alone (~1.5x the images).
 
 Choices for a 10-minute CPU budget:
 - Model vitday_pico_patch4_local (dim 64, depth 3, patch 4). The nano variant (dim 128, depth 6)

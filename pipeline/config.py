@@ -355,8 +355,12 @@ def validate(cfg: Config) -> Config:
     if t.clock == "progress":
         _need(c.starts[-1] < 1, "curriculum.starts", f"progress starts must be < 1, got {_fmt(c.starts)}")
         for key, v in [("optim.warmup", o.warmup), ("optim.decay_end", o.decay_end),
-                       ("curriculum.strength_ramp_end", c.strength_ramp_end)]:
+                       ("curriculum.strength_ramp_end", c.strength_ramp_end), ("train.eval_every", t.eval_every),
+                       ("train.ckpt_every", t.ckpt_every)]:
             _need(v <= 1, key, f"is a progress fraction with train.clock=progress: must be <= 1, got {v}")
+    elif t.epochs > 0:  # epoch clock, an epoch plan or cap: a stage starting after it would never run
+        _need(c.starts[-1] < t.epochs, "curriculum.starts",
+              f"stages start after train.epochs={t.epochs:g} would never run, got {_fmt(c.starts)}")
     _need(all(r >= 1 for r in c.resolutions), "curriculum.resolutions", f"must be > 0, got {_fmt(c.resolutions)}")
     for key in ("strength_start", "strength_end"):
         v = getattr(c, key)

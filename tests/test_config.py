@@ -49,6 +49,10 @@ def test_overrides_parse_types():
     (["--train.epochs=0"], "train.epochs", "budget"),
     (["--train.clock=epoch", "--train.epochs=0", "--train.budget_s=60"], "optim.decay_end", "run end"),
     (["--train.batch_size"], "train.batch_size", "missing value"),
+    (["--train.eval_every=2"], "train.eval_every", "progress fraction"),  # was: silently only at the end
+    (["--train.ckpt_every=1.5"], "train.ckpt_every", "progress fraction"),
+    (["--train.clock=epoch", "--train.epochs=2", "--curriculum.starts=0,3", "--curriculum.resolutions=8,16"],
+     "curriculum.starts", "would never run"),
     (["--train.budget_s=inf"], "train.budget_s", "finite"),  # would hold progress at 0 forever
     (["--optim.lr=nan"], "optim.lr", "finite"),
     (["--curriculum.starts=0,,0.5", "--curriculum.resolutions=8,16"], "curriculum.starts", "empty item"),

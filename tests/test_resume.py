@@ -145,10 +145,7 @@ def fail_fsync(monkeypatch, name_part: str, code: int) -> None:
 def test_disk_full_during_a_run_stops_it_with_one_line(warm, tmp_path, monkeypatch, capsys):
     fail_fsync(monkeypatch, "ckpt-000000006", errno.ENOSPC)  # checkpoint 1 (step 3) is written, 2 not
     run = tmp_path / "run"
-    code = T.main(["--run-dir", str(run), f"--data.dir={warm}", "--model.name=vitday_pico_patch4_local",
-                   "--train.batch_size=8", "--train.epochs=4", "--train.ckpt_every=0.25", "--train.log_every=1",
-                   "--train.progress_bar=false", "--train.plot=false", "--train.threads=1", "--data.num_workers=1",
-                   "--curriculum.starts=0", "--curriculum.resolutions=16"])
+    code = T.main(cli(warm, run, "--train.epochs=4", "--train.ckpt_every=0.25")[3:])  # in process
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("error: ") and err[-1].endswith(
@@ -165,10 +162,7 @@ def test_a_quota_or_io_error_of_a_log_is_one_line_naming_it(warm, tmp_path, monk
     named (the log's own errors carry no file name), the run resumable from its last checkpoint."""
     run = tmp_path / "run"
     fail_fsync(monkeypatch, "evals.arrow", errno.EDQUOT)  # the logs are synced before each checkpoint
-    code = T.main(["--run-dir", str(run), f"--data.dir={warm}", "--model.name=vitday_pico_patch4_local",
-                   "--train.batch_size=8", "--train.epochs=2", "--train.ckpt_every=0.5", "--train.log_every=1",
-                   "--train.progress_bar=false", "--train.plot=false", "--train.threads=1", "--data.num_workers=1",
-                   "--curriculum.starts=0", "--curriculum.resolutions=16"])
+    code = T.main(cli(warm, run, "--train.epochs=2", "--train.ckpt_every=0.5")[3:])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1] == (f"error: {run / 'evals.arrow'}: Disk quota exceeded; the logs up to their last flush "
