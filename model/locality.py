@@ -13,8 +13,9 @@ every token; with ``cls_path="skip"`` (default, the paper) the rows of the prefi
 their residual stream passes unchanged, exactly the paper's behaviour (DropPath / LayerScale of zero stay 0).
 
 Consequence (true of the paper's model too): with class-token pooling the last block's MLP only changes
-patch tokens that nothing reads, so its norm2/fc1/conv/fc2 get no gradient and ~1/12 of the MLP FLOPs are
-wasted. ``cls_path="pointwise"`` (ours, not the paper's) sends prefix tokens through the same layer as
+patch tokens that nothing reads, so its norm2/fc1/conv/fc2 get no gradient; LocalityViT therefore runs
+the last block for the class token alone (``cls_only_last``, model/vit.py) instead of wasting ~1/12 of
+the MLP FLOPs. ``cls_path="pointwise"`` (ours, not the paper's) sends prefix tokens through the same layer as
 isolated pixels: fc1 -> act -> the conv's centre tap (what a zero-padded 3x3 depthwise conv does to a lone
 token) -> act -> fc2. Same parameters, every one trained, +2 * prefix * dim * 4 dim FLOPs per block.
 
