@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import Attention, VisionTransformer
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from .locality import LocalityMlp
 
@@ -109,8 +109,8 @@ class LocalityViT(VisionTransformer):
         one prefix token that skips the locality MLP, timm's plain attention (no gate)."""
         blk = self.blocks[-1]
         return (self.cls_only_last and self.locality and self.global_pool == 'token'
-                and self.num_prefix_tokens == 1 and not self.no_embed_class
-                and blk.mlp.cls_path == 'skip' and type(blk.attn) is Attention
+                and self.num_prefix_tokens == 1 and not self.no_embed_class and type(blk) is Block
+                and isinstance(blk.mlp, LocalityMlp) and blk.mlp.cls_path == 'skip' and type(blk.attn) is Attention
                 and getattr(blk.attn, 'gate', None) is None and not self.grad_checkpointing)
 
     def forward(
@@ -135,7 +135,9 @@ class LocalityViT(VisionTransformer):
 
 def _class_token_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm's Block(x)[:, :1] when its MLP gives the class token zero (LocalityMlp, cls_path="skip"):
-    the class token's query against every token's keys and values, then the projection.
+    the class token's query against every token's keys and values, then the projection. Identical
+    without dropout; attention or projection dropout draws masks of the same distribution but
+    another shape, and the skipped MLP's drop path draws nothing (later draws shift).
 
     Args:
         blk: a timm Block with timm's Attention.

@@ -158,10 +158,14 @@ def _hints(cls: type) -> dict[str, Any]:
 def _comment_help(cls: type) -> dict[str, str]:
     """Help of dataclass fields documented by a trailing comment (`name: T = v  # help`), as
     AugmentConfig does; fields with `metadata["help"]` need none of this."""
-    try:
-        src = inspect.getsource(cls)
+    try:  # the class's lines read as text: inspect.getsource parses the module with ast, which
+        # CPython 3.11.7 can fail with "SystemError: AST constructor recursion depth mismatch"
+        # after an earlier failure elsewhere in the process (python/cpython#106905)
+        text = Path(inspect.getsourcefile(cls)).read_text()
     except (OSError, TypeError):
         return {}
+    m = re.search(rf"^class {cls.__name__}\b.*?(?=^\S|\Z)", text, re.M | re.S)
+    src = m.group(0) if m else ""
     return {m[1]: m[2].strip() for m in re.finditer(r"^\s+(\w+)\s*:[^\n#]*#([^\n]*)$", src, re.M)}
 
 
@@ -394,8 +398,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: dict[str, Any]) -> Config:
-    """Inverse of to_dict (e.g. a run's config.json); unknown keys are errors."""
+def from_dict(d: dict[str, Any], check: bool = True) -> Config:
+    """Inverse of to_dict (e.g. a run's config.json); unknown keys and wrong types are errors; the
+    value checks (`validate`) run unless `check` is False (a resume validates after its overrides)."""
     cfg = Config()
     if not isinstance(d, dict):
         raise ConfigError(f"config: expected an object of sections ({', '.join(SECTIONS)}), got {type(d).__name__}")
@@ -407,7 +412,7 @@ def from_dict(d: dict[str, Any]) -> Config:
         for name, value in values.items():
             obj, attr, tp = _lookup(cfg, f"{sec}.{name}")
             setattr(obj, attr, check_type(f"{sec}.{name}", value, tp))
-    return validate(cfg)
+    return validate(cfg) if check else cfg
 
 
 # Keys a resumed run may change freely: where the data is and how fast or verbosely it runs, not
@@ -531,7 +536,9 @@ def parse_args(argv: list[str]) -> Args:
         if not Path(resume).is_dir():
             raise ConfigError(f"--resume: {resume} is not a directory (give the run directory)")
         try:
-            cfg = from_dict(json.loads(saved.read_text()))
+            # validated once the overrides are applied: a rule added since the run was saved can be
+            # met by an override instead of making the run impossible to resume
+            cfg = from_dict(json.loads(saved.read_text()), check=False)
         except FileNotFoundError:
             raise ConfigError(f"--resume: {saved} not found (not a run directory)") from None
         except OSError as e:
@@ -559,7 +566,13 @@ def parse_args(argv: list[str]) -> Args:
             setattr(cfg.train, other, 0.0)
     want_help = any(k == "help" for k, _ in items)
     if not want_help:
-        validate(cfg)
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            if resume is None:
+                raise
+            raise ConfigError(f"{e} (in {Path(resume) / 'config.json'} or an override: override it, "
+                              f"with --force if it changes the plan)") from None
     if resume is not None and "force" not in opts:
         changed = plan_changes(before, cfg)
         if changed:

@@ -148,9 +148,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
             f.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:
+    except BaseException as e:  # a full disk, Ctrl-C: no temporary file left behind
         tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     os.replace(tmp, path)
 
 

@@ -530,8 +530,12 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
             try:
                 net.load_state_dict(ck["model"])
                 load_optimizer_state(opt, ck["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as e:  # another model, or classes (with --force)
-                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+            except (RuntimeError, ValueError) as e:  # another model, or classes (with --force)
+                misfit = ("loading state_dict" in str(e) or "pos_embed" in str(e)  # torch's; our resample's
+                          or "parameter group" in str(e))  # the optimizer's
+                if type(e) not in (RuntimeError, ValueError) or not misfit:
+                    raise
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
                 why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch's header line
                 raise RunDirError(f"{path}: does not fit this model and data ({why})") from None
     st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)

@@ -142,3 +142,16 @@ def test_cli_bad_key_is_one_line_error(tmp_path):
                           "--optim.lrr=1"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: optim.lrr: unknown key (did you mean optim.lr?)"
+
+
+def test_a_saved_config_breaking_a_newer_rule_resumes_with_an_override(tmp_path):
+    """Rules added after a run was saved (here: eval_every <= 1 under the progress clock) are checked
+    after the resume's overrides, so an override makes the run resumable instead of refusing it."""
+    cfg = C.load_config("demo")
+    d = C.to_dict(cfg)
+    d["train"]["eval_every"] = 2.0  # valid when it was saved: it meant "only at the end"
+    (tmp_path / "config.json").write_text(json.dumps(d))
+    with pytest.raises(C.ConfigError, match=r"^train\.eval_every: .*must be <= 1, got 2\.0 \(in .*config\.json or"):
+        C.parse_args(["--resume", str(tmp_path)])
+    args = C.parse_args(["--resume", str(tmp_path), "--train.eval_every=0.05"])  # resume-safe: no --force
+    assert args.resume and args.cfg.train.eval_every == 0.05

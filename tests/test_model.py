@@ -339,6 +339,9 @@ def test_class_token_last_block_gives_the_full_models_logits_and_gradients():
     # forward_features, and avg pooling, still see every token: the full path
     assert short.forward_features(images(32)).shape == (2, 5, 32)
     assert not tiny(global_pool='avg').last_block_cls_only()
+    from timm.models.vision_transformer import ResPostBlock
+    post = tiny(block_fn=ResPostBlock)  # post-norm: the class-token block assumes pre-norm, so it falls back
+    assert not post.last_block_cls_only() and post(images(32)).shape == (2, 7)
 
 
 def test_param_groups():

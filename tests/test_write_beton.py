@@ -513,6 +513,7 @@ def test_a_file_name_that_is_not_utf8_is_one_line_and_keeps_the_set(tmp_path):
 def test_a_dangling_symlink_is_reported_and_an_empty_class_warned(tmp_path, capsys):
     src = make_folder(tmp_path / "src", n_classes=3, per_class=2, size=(40, 30), seed=6)
     (src / "train" / "class_01" / "gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    (src / "train" / "class_01" / "a_folder").symlink_to(src / "train" / "class_00")  # ignored, as folders are
     for f in (src / "train" / "class_02").iterdir():
         f.unlink()
     m = write_set(src, tmp_path / "out", resolutions=(16,), splits=["train"], max_bad_fraction=0.5)
@@ -578,3 +579,20 @@ def test_a_writer_worker_dies_with_its_parent(tmp_path):
         parent.kill()
         if pid_file.is_file() and pid_file.read_text() and alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)
+
+
+def test_verdicts_of_another_check_version_are_redone(tmp_path, monkeypatch):
+    """A check cache written under other rules (before 'too small' existed) is not trusted."""
+    src = make_folder(tmp_path / "src", n_classes=2, per_class=2, size=(40, 30), seed=8)
+    out = tmp_path / "out"
+    write_set(src, out, resolutions=(16,), splits=["train"])
+    cache = out / ".check-train.json"
+    old = json.loads(cache.read_text())
+    assert old["version"] == write_beton.CHECK_VERSION
+    del old["version"]  # as tool version 1.0 wrote it
+    cache.write_text(json.dumps(old))
+    probed = []
+    real = write_beton._probe
+    monkeypatch.setattr(write_beton, "_probe", lambda arg: probed.append(arg[0].name) or real(arg))
+    write_set(src, out, resolutions=(16,), splits=["train"])
+    assert len(probed) == 4

@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-TOOL_VERSION = "1.0"
+TOOL_VERSION = "1.1"  # 1.1: short sides of at least MIN_SIDE px (1.0's betons are rewritten)
+CHECK_VERSION = 2  # of the check's verdicts (2: too-small images); .check-<split>.json of another is redone
 DEFAULT_RAW_MAX_RES = 64
 DEFAULT_QUALITY = 90
 IMAGE_FIELD, LABEL_FIELD = "image", "label"
@@ -85,7 +86,8 @@ def list_split(src: Path, split: str, classes: list[str], max_per_class: int | N
         if d.name not in index:
             raise WriteError(f"{d}: class '{d.name}' is not among the train classes")
         # a dangling symlink is listed, so that the check reports it instead of dropping it silently
-        files = sorted(f for f in d.iterdir() if (f.is_file() or f.is_symlink()) and not f.name.startswith("."))
+        files = sorted(f for f in d.iterdir()
+                       if (f.is_file() or (f.is_symlink() and not f.exists())) and not f.name.startswith("."))
         for f in files:
             _utf8_name(f)
         if max_per_class is not None:
@@ -231,7 +233,8 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
     mount) are reported but not remembered: the next run reads those files again."""
     try:
         saved = json.loads(cache.read_text())
-        known = saved["files"] if saved.get("max_side", 0) >= max_side else {}
+        same_rules = saved.get("version") == CHECK_VERSION and saved.get("max_side", 0) >= max_side
+        known = saved["files"] if same_rules else {}
         if not isinstance(known, dict):
             known = {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -250,7 +253,7 @@ def check_split(items: list[Item], max_side: int, workers: int, cache: Path,
 
     def save() -> float:
         t0 = time.monotonic()
-        _atomic_write_json(cache, {"max_side": max_side, "files": remembered})
+        _atomic_write_json(cache, {"version": CHECK_VERSION, "max_side": max_side, "files": remembered})
         return time.monotonic() - t0
 
     last, cost = time.monotonic(), 0.0
