@@ -8,6 +8,7 @@ what came before. Columns are fixed by CONTRACTS.md / shared/DESIGN.md.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -180,9 +181,9 @@ def environment(device: Any = None) -> dict[str, Any]:
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
                 "pyarrow": pa.__version__}
     for mod in ("timm", "ffcv", "torchvision", "numba"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # a missing optional package is recorded, not fatal
+        try:  # the installed distribution's: FFCV 1.0.2's own __version__ still says 0.0.3rc1
+            versions[mod] = importlib.metadata.version(mod)
+        except importlib.metadata.PackageNotFoundError:  # a missing optional package is recorded, not fatal
             versions[mod] = None
     env: dict[str, Any] = {
         "git_hash": _git("rev-parse", "HEAD"),

@@ -410,17 +410,26 @@ class StopRequest:
     progress finishes, a checkpoint and the logs are written, and the command exits with
     EXIT_STOPPED. A second signal stops at once (KeyboardInterrupt)."""
 
+    # Under torchrun one stop reaches a worker twice: from the scheduler or a process-group kill, and
+    # forwarded by torchrun. Taking the copy for a second signal stopped that rank alone, at once,
+    # and the others died in their next collective without a checkpoint (a review: 3 runs in 5).
+    DUPLICATE_S = 5.0
+
     def __init__(self):
         self.signum = 0
         self.checkpointed = False  # the stop's checkpoint is written: what is left is the logs
+        self.first_at = 0.0
 
     def __call__(self, signum, frame):
         if self.signum and self.checkpointed:
             print(f"\nsignal {signum}: the checkpoint is written; finishing the logs", file=sys.stderr)
             return
+        if (self.signum == signum and os.environ.get("TORCHELASTIC_RUN_ID")
+                and time.monotonic() - self.first_at < self.DUPLICATE_S):
+            return  # the same stop again, forwarded by torchrun
         if self.signum:
             raise KeyboardInterrupt(f"signal {signum} (second)")
-        self.signum = signum
+        self.signum, self.first_at = signum, time.monotonic()
         print(f"\nsignal {signum}: stopping after this step (checkpoint and logs); "
               f"send it again to stop at once", file=sys.stderr)
 
@@ -624,6 +633,12 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
                              for r, b in served.items()})
     say("train betons: " + ", ".join(f"{r} px <- {b.path.name} ({b.mode})" for r, b in served.items()),
         file=sys.stderr)
+    enlarged = [f"train {r} px" for r, b in served.items() if b.resolution < int(r)]
+    if bset.beton_for("val", eval_res, cfg.data.beton_scale).resolution < eval_res:
+        enlarged.append(f"val {eval_res} px")
+    if enlarged:  # what the user most likely forgot in write_beton's --resolutions
+        say(f"warning: {', '.join(enlarged)}: no beton that large in {cfg.data.dir}, so those images are "
+            f"enlarged from a smaller one (write betons at those sizes with tools/write_beton.py)", file=sys.stderr)
     steps_log = evals_log = None
     if dd.main:
         C.save(cfg, run_dir / "config.json")
@@ -739,6 +754,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
             agreed, sig, wall_due = dd.max_floats([now, float(STOP.signum), float(wall_due)], device)
             clock.agree(st.step, agreed)
             sync["signal"] = sig > 0
+            if sig > 0 and not STOP.signum:
+                STOP.signum = int(sig)  # another rank's: its number for the messages
         sync["wall_ckpt"] = bool(wall_due)
         loss = loss_sum / ok if ok else float("nan")
         dt = max(now - iv["t0"], 1e-9)
@@ -940,7 +957,7 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"time: train {s['train_s']:.1f} s, eval {s['eval_s']:.1f} s, wall {s['wall_s']:.1f} s"
           + (f" (budget {s['budget_s']:.0f} s)" if s["budget_s"] else ""))
     print(f"val @ {s['eval_resolution']} px: top-1 {pct(s['final_top1'])}, top-5 {pct(s['final_top5'])} "
-          f"(best top-1 {pct(s['best_top1'])})")
+          f"(best top-1 {pct(s['best_top1'] if s['final_top1'] is not None else None)})")
     for r, v in s["throughput_by_resolution"].items():
         print(f"  {r:>4} px: {v['images']:>10,} images, {v['train_s']:8.1f} s, "
               f"{v['median_images_per_s'] or 0:9.0f} img/s (median)")
@@ -983,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(e, C.ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted: logs and summary.json kept; --resume continues from the last checkpoint "
-              "(none of this point unless the final one was written)", file=sys.stderr)
+              "written (this point only if it was), or from step 0 if there is none", file=sys.stderr)
         return 130
     except OSError as e:
         if e.errno not in DISK_ERRORS:

@@ -226,3 +226,32 @@ def test_a_cuda_runtime_turns_on_autotuning_and_tf32():
         assert cudnn.benchmark and cudnn.allow_tf32 and matmul.allow_tf32
     finally:
         cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_sizes_above_every_beton_are_warned_of(warm, tmp_path, capsys):
+    """A stage or evaluation size larger than every beton decodes from the largest and enlarges it: on
+    ImageNet, the last hours of a run on blurred images if write_beton's --resolutions missed them."""
+    cfg = tiny_cfg(warm, train__max_steps=1, curriculum__starts=(0.0, 0.5), curriculum__resolutions=(16, 48))
+    T.train(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "warning: train 48 px, val 48 px: no beton that large in" in err
+    T.train(tiny_cfg(warm, train__max_steps=1), tmp_path / "ok")
+    assert "no beton that large" not in capsys.readouterr().err
+
+
+def test_torchrun_forwarding_a_stop_is_not_a_second_signal(monkeypatch):
+    """Under torchrun one SIGTERM reaches a worker twice (a process-group kill, then torchrun's copy):
+    the copy within a few seconds is ignored there; alone, a second signal still stops at once."""
+    import signal
+    stop = T.StopRequest()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    stop(signal.SIGTERM, None)
+    stop(signal.SIGTERM, None)  # the forwarded copy: no KeyboardInterrupt
+    assert stop.signum == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGINT, None)  # another signal is the user's second
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    alone = T.StopRequest()
+    alone(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt):
+        alone(signal.SIGTERM, None)
