@@ -8,8 +8,9 @@ those points are the scaling curve BNSL and M1-M4 fit (Caballero et al. 2022 fit
 points too). Here:
 - a run is one point: x from its summary.json (`budget_s`, `images_seen`, `flops_seen`, `epochs`), y its
   final error (1 - top-1), top-5 error or validation loss; only runs that finished their plan count;
-- runs are grouped into curves by their config.json, ignoring the budget, the seed and the keys that do
-  not change what is trained (`pipeline.config.RESUME_SAFE`); with x = budget_s the hardware decides
+- runs are grouped into curves by their config.json and their data set (summary.json's `data`: class
+  list hash and train images), ignoring the budget, the seed and the keys that do not change what is
+  trained (`pipeline.config.RESUME_SAFE`, `data.dir` among them); with x = budget_s the hardware decides
   what a second buys, so there the device, the process count and the speed settings split curves too;
 - repeats (runs of one curve at the same nominal budget: `budget_s`, or `train.epochs` for an epoch plan)
   are one point, x and y averaged, whatever x is;
@@ -51,6 +52,7 @@ class RunPoint:
     y: float
     nominal: float = math.nan
     hardware: tuple = ()
+    data: str = "null"  # summary.json's data set (classes, train images) as JSON: another set, another curve
 
 
 @dataclass
@@ -121,7 +123,8 @@ def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
     sessions = s.get("sessions") if isinstance(s.get("sessions"), list) else []
     world = sessions[-1].get("world") if sessions and isinstance(sessions[-1], dict) else None
     return RunPoint(dir=run_dir, config=config, x=float(s[x]), y=1.0 - v if y in ("error", "top5_error") else v,
-                    nominal=float(nominal), hardware=(("device", s.get("device")), ("world", world)))
+                    nominal=float(nominal), hardware=(("device", s.get("device")), ("world", world)),
+                    data=json.dumps(s.get("data"), sort_keys=True))
 
 
 def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[dict, list[RunPoint]]]:
@@ -139,7 +142,8 @@ def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[
     groups: dict[tuple, list[RunPoint]] = {}
     for p in points:
         hw = tuple((k, json.dumps(v)) for k, v in p.hardware) if by_hardware else ()
-        sig = tuple(sorted([(k, v) for k, v in p.config.items() if k not in ignored] + list(hw)))
+        sig = tuple(sorted([(k, v) for k, v in p.config.items() if k not in ignored] + list(hw)
+                           + [("data", p.data)]))  # data.dir may move, the data set may not
         groups.setdefault(sig, []).append(p)
     sigs = [dict(s) for s in groups]
     all_keys = sorted({k for s in sigs for k in s})

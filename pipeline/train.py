@@ -36,6 +36,7 @@ Layout: setup (device, data, model, optimizer) -> one State holding every counte
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -627,7 +628,9 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
     # the loader falls behind the GPU (README, "Which betons for ImageNet").
     stages = sorted(set(cc.resolutions))
     served = {str(r): bset.beton_for("train", r, cfg.data.beton_scale) for r in stages}
-    env.update(params=vit.count_params(net), world_size=dd.world,
+    env.update(data={"num_classes": len(data_id["classes"]), "train_images": data_id["train"],  # which data set
+                     "classes_sha256": hashlib.sha256("\n".join(data_id["classes"]).encode()).hexdigest()},
+               params=vit.count_params(net), world_size=dd.world,
                train_flops_per_image={str(r): train_flops(r) for r in stages},
                train_betons={r: {"file": b.path.name, "mode": b.mode, "resolution": b.resolution}
                              for r, b in served.items()})
@@ -946,6 +949,7 @@ def _summary(cfg, st: State, budget, stop_reason, error, eval_res, wall_s, env, 
         "params": env.get("params"), "train_flops_per_image": env.get("train_flops_per_image"),
         "throughput_by_resolution": by_res,
         "device": env.get("gpu", {}).get("name") or env.get("device"),
+        "data": env.get("data"),
     }
 
 

@@ -195,3 +195,15 @@ def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("x,y\n")
     assert main(["fit", str(tmp_path / "empty.csv"), "--x", "x", "--y", "y", "--out", p]) == 2
     assert f"error: {tmp_path / 'empty.csv'}: " in capsys.readouterr().err
+
+
+def test_budget_runs_on_another_data_set_are_another_curve(tmp_path):
+    """data.dir may move, so it does not split curves; the data set itself (summary.json's `data`) does:
+    a run on 4 classes used to become a point of the 6-class curve, silently."""
+    six = {"num_classes": 6, "train_images": 120, "classes_sha256": "a" * 64}
+    four = {"num_classes": 4, "train_images": 80, "classes_sha256": "b" * 64}
+    dirs = [write_run(tmp_path / f"s{b}", budget_s=b, data_dir=f"/disk{b}/betons", data=six) for b in (10, 20, 40)]
+    dirs.append(write_run(tmp_path / "other", budget_s=15, data=four))
+    curves, skipped = budget_curves([str(d) for d in dirs], n_check=0)
+    assert not skipped and sorted(len(c.runs) for c in curves) == [1, 3]
+    assert sorted(c.key["data"]["num_classes"] for c in curves) == [4, 6]
