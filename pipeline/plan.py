@@ -117,6 +117,9 @@ def _measured(path: str, key: str) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise C.ConfigError(f"--throughput: {path}: expected bench.train's JSON with results.<res>.{key} "
                             f"({type(e).__name__}: {e})") from None
+    if key == "loader" and bench.get("loader_prefetched"):
+        raise C.ConfigError(f"--throughput: {path}: its loader figures timed batches decoded ahead "
+                            f"(windows of {bench.get('window_steps')} steps <= batches_ahead), not a rate")
     bad = {r: v for r, v in bench["rates"].items() if not (math.isfinite(v) and v > 0)}
     if bad or not bench["rates"]:
         raise C.ConfigError(f"--throughput: {path}: expected images/s > 0 in results.<res>.{key}, "
@@ -124,9 +127,12 @@ def _measured(path: str, key: str) -> dict:
     return bench
 
 
-def rates_for(cfg: C.Config, bench: dict) -> tuple[Rates, str]:
+def rates_for(cfg: C.Config, bench: dict, key: str = "end_to_end") -> tuple[Rates, str]:
     """Rates of `cfg`'s model from the benchmark's, and a note when the benchmark ran another model
-    (its rates then scaled by the two models' FLOPs per image: marked unmeasured)."""
+    (its rates then scaled by the two models' FLOPs per image: marked unmeasured). The loader's rates
+    do not depend on the model: unmeasured sizes are scaled by pixels per image instead."""
+    if key == "loader":
+        return Rates(bench["rates"], lambda res: res * res), " (loader rates: unmeasured sizes scaled by pixels)"
     import timm
 
     import model  # noqa: F401  (registers the vitday variants)
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         cfgs = [(n, C.validate(C.load_config(n, option=opt)))
                 for n, opt in [(args.config, "--config"), (args.compare, "--compare")] if n]
         bench = _measured(args.throughput, args.rate_key)
-        rates = [rates_for(cfg, bench) for _, cfg in cfgs]
+        rates = [rates_for(cfg, bench, args.rate_key) for _, cfg in cfgs]
     except C.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -112,3 +112,24 @@ def test_cli_errors_name_the_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         P.main(["--throughput", str(path), "--images", "0"])
     assert "--images: expected a positive integer" in capsys.readouterr().err
+
+
+def test_loader_rates_are_not_scaled_by_model_flops(tmp_path):
+    """The loader's images/s are the same for any model: another model's plan keeps them, and an
+    unmeasured size is scaled by pixels (a review: scaled by the two models' FLOPs, 324,838 img/s)."""
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"model": "vitday_small_patch16_local", "batch_size": 256,
+                                "results": {"64": {"loader": 40_000.0}, "128": {"loader": 12_000.0}}}))
+    bench = P._measured(str(path), "loader")
+    rates, note = P.rates_for(C.load_config("demo"), bench, "loader")
+    assert "pixels" in note and rates(64) == (40_000.0, True)
+    assert rates(96) == (pytest.approx(12_000.0 * 128 ** 2 / 96 ** 2), False)
+
+
+def test_loader_figures_of_prefetched_windows_are_refused(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"model": "vitday_small_patch16_local", "batch_size": 32, "loader_prefetched": True,
+                                "window_steps": 2, "results": {"64": {"loader": 2_338_633.0, "end_to_end": 300.0}}}))
+    assert P.main(["--throughput", str(path), "--rate-key", "loader"]) == 2
+    assert "timed batches decoded ahead" in capsys.readouterr().err
+    assert P.main(["--throughput", str(path), "--compare", ""]) == 0  # its end-to-end figures stand
