@@ -86,18 +86,27 @@ def _multiples(s: str) -> list[float]:
 
 
 def _common(p: argparse.ArgumentParser):
-    p.add_argument("--forms", type=_forms, default=list(ALL_FORMS), help="comma list of forms")
+    p.add_argument("--forms", type=_forms, default=",".join(ALL_FORMS), help="comma list of forms")
     p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes (None: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
+                   help="processes (default: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
     p.add_argument("--out", required=True, help="output Arrow IPC file")
     p.add_argument("--plots", default=None, help="directory for one PNG per curve and grid.png")
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default, but not None ones (a required option, or 'none')."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fitting", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    fmt = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows defaults
+    fmt = dict(formatter_class=_DefaultsHelp)
     pf = sub.add_parser("fit", **fmt, help="fit curves of a CSV/Parquet/Arrow table")
     pf.add_argument("table")
     pf.add_argument("--x", required=True)
@@ -119,7 +128,7 @@ def main(argv=None) -> int:
                     help="error = 1 - final top-1, top5_error, or the final val loss")
     pb.add_argument("--check", type=int, default=1,
                     help="fit without this many largest budgets first and predict them (0: no check)")
-    pb.add_argument("--at", type=_multiples, default=[1.0, 2.0, 4.0, 8.0],
+    pb.add_argument("--at", type=_multiples, default="1,2,4,8",
                     help="predict at these multiples of the largest budget")
     pb.add_argument("--fits", default=None, help="also write the fits on all points (parameters) here")
     _common(pb)
@@ -137,7 +146,8 @@ def main(argv=None) -> int:
         else:
             if not 0.0 <= args.holdout_frac < 1.0:
                 raise tables.TableError(f"--holdout-frac must be in [0, 1), not {args.holdout_frac}")
-            curves = [tables.read_run(d, args.x, args.y, args.holdout_frac) for d in args.run_dirs]
+            curves = [tables.read_run(d, args.x, args.y, args.holdout_frac, name=n)
+                      for d, n in zip(args.run_dirs, tables.run_names(args.run_dirs))]
     except tables.TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -166,11 +166,27 @@ RUN_X = ("images_seen", "flops_seen", "wall_s", "step")
 RUN_Y = ("error", "top5_error", "loss")
 
 
-def read_run(run_dir: str, x: str = "images_seen", y: str = "error", holdout_frac: float = 0.3) -> Curve:
+def run_names(run_dirs: list[str]) -> list[str]:
+    """A name per run directory: its last path part, or as many trailing parts as tell it apart from
+    the others (runs/a/s10 and dup/s10 -> a/s10, dup/s10)."""
+    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in run_dirs]
+    depth = [1] * len(parts)
+    while True:
+        names = [os.sep.join(p[-k:]) for p, k in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
+def read_run(run_dir: str, x: str = "images_seen", y: str = "error", holdout_frac: float = 0.3,
+             name: str | None = None) -> Curve:
     """The eval curve of one trainer run directory (evals.arrow, an Arrow IPC stream).
 
     Args:
         run_dir: directory written by `python -m pipeline.train`.
+        name: the curve's `run` key (default: the directory's name; see run_names).
         x: images_seen, flops_seen, wall_s or step.
         y: error (1 - top1), top5_error (1 - top5) or loss.
         holdout_frac: the last fraction of eval points (by x) is held out to score extrapolation.
@@ -183,7 +199,7 @@ def read_run(run_dir: str, x: str = "images_seen", y: str = "error", holdout_fra
     if y not in RUN_Y:
         raise TableError(f"--y must be one of {', '.join(RUN_Y)}, not {y!r}")
     path = os.path.join(run_dir, "evals.arrow")
-    name = os.path.basename(os.path.normpath(run_dir))
+    name = name or os.path.basename(os.path.normpath(run_dir))
     key = {"run": name}
     try:
         table = read_table(path)

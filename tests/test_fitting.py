@@ -477,3 +477,8 @@ def test_a_fit_in_large_units_of_x_is_scored_through_log_b():
     # as close a fit as in other units (3 breaks on 22 points: where the optimizer ends differs in
     # the last digits of z, and so does the extrapolation, which is not compared)
     assert b.rmsle_fit == pytest.approx(a.rmsle_fit, rel=0.05)
+
+
+def test_runs_with_the_same_folder_name_get_names_that_tell_them_apart():
+    from fitting.tables import run_names
+    assert run_names(["runs/a/s10", "dup/s10", "runs/s20"]) == ["a/s10", "dup/s10", "s20"]
