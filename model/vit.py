@@ -154,7 +154,9 @@ def _class_token_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     k, v = kv.reshape(B, T, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, T, hd)
     q, k = attn.q_norm(q), attn.k_norm(k)
     o = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.)
-    o = attn.norm(o.transpose(1, 2).reshape(B, 1, dim))  # (B, 1, dim)
+    o = o.transpose(1, 2).reshape(B, 1, dim)  # (B, 1, dim)
+    if hasattr(attn, 'norm'):  # timm's scale_norm (Identity by default); older timm has no such layer
+        o = attn.norm(o)
     o = attn.proj_drop(attn.proj(o))
     return x[:, :1] + blk.drop_path1(blk.ls1(o))  # + drop_path2(ls2(0)) = + 0: the MLP gives it nothing
 
