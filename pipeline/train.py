@@ -529,25 +529,7 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
         else:
             path, ck = found
             ck_name = path.name
-            was = ck.get("data")  # checkpoints before 2026-12-02 have none
-            if was is not None and was != data_id and not force:
-                diff = "; ".join(f"{k} {was.get(k) if k != 'classes' else len(was[k])} -> "
-                                 f"{data_id[k] if k != 'classes' else len(data_id[k])}"
-                                 + (" (other names)" if k == "classes" and len(was[k]) == len(data_id[k]) else "")
-                                 for k in data_id if was.get(k) != data_id[k])
-                raise RunDirError(f"data.dir: {cfg.data.dir} is not the data set this run trained on ({diff}); "
-                                  f"nothing changed: add --force to continue on it")
-            try:
-                net.load_state_dict(ck["model"])
-                load_optimizer_state(opt, ck["optimizer"])
-            except (RuntimeError, ValueError) as e:  # another model, or classes (with --force)
-                misfit = ("loading state_dict" in str(e) or "pos_embed" in str(e)  # torch's; our resample's
-                          or "parameter group" in str(e))  # the optimizer's
-                if type(e) not in (RuntimeError, ValueError) or not misfit:
-                    raise
-                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-                why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch's header line
-                raise RunDirError(f"{path}: does not fit this model and data ({why})") from None
+            restore(net, opt, ck, path, data_id, cfg.data.dir, force)
     st = State.from_state_dict(ck["state"]) if ck else State(next_eval=tc.eval_every, next_ckpt=tc.ckpt_every)
     st.sessions.append({"step": st.step, "checkpoint": ck_name, "world": dd.world, "time": time.time()})
     model = net
@@ -912,6 +894,33 @@ def _final_eval_logged(run_dir: Path, step: int) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(prev, dict) and prev.get("steps") == step and prev.get("final_top1") is not None
+
+
+def restore(net: nn.Module, opt: torch.optim.Optimizer, ck: dict, path: Path, data_id: dict, data_dir: str,
+            force: bool) -> None:
+    """Load a checkpoint's weights and AdamW state. RunDirError (one line, nothing changed) when it
+    was trained on another data set, unless `force` (another train count moves the epoch plan, and
+    with it the LR and the stages; other classes relabel the data), or does not fit the model."""
+    was = ck.get("data")  # checkpoints before 2026-12-02 have none
+    if was is not None and was != data_id and not force:
+        def size(k, v):
+            return len(v) if k == "classes" else v
+        diff = "; ".join(f"{k} {size(k, was.get(k))} -> {size(k, data_id[k])}"
+                         + (" (other names)" if k == "classes" and len(was[k]) == len(data_id[k]) else "")
+                         for k in data_id if was.get(k) != data_id[k])
+        raise RunDirError(f"data.dir: {data_dir} is not the data set this run trained on ({diff}); "
+                          f"nothing changed: add --force to continue on it")
+    try:
+        net.load_state_dict(ck["model"])
+        load_optimizer_state(opt, ck["optimizer"])
+    except (RuntimeError, ValueError) as e:  # another model, or classes (with --force)
+        misfit = ("loading state_dict" in str(e) or "pos_embed" in str(e)  # torch's; our resample's
+                  or "parameter group" in str(e))  # the optimizer's
+        if type(e) not in (RuntimeError, ValueError) or not misfit:
+            raise
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch's header line
+        raise RunDirError(f"{path}: does not fit this model and data ({why})") from None
 
 
 def _has_unused_params(net: nn.Module, res: int, device: torch.device) -> bool:
