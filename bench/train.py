@@ -166,14 +166,13 @@ def print_table(out: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.train", description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Every other argument is the trainer's: --config NAME and --section.key=value overrides "
                "(python -m pipeline.train --help lists them), e.g. --config s16_24h --data.dir=BETONS.")
     p.add_argument("--resolutions", default=None, help="comma-separated sizes (default: the curriculum's)")
-    p.add_argument("--steps", type=int, default=20, help="steps per timed window")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per resolution first")
-    p.add_argument("--repeats", type=int, default=3, help="timed windows per number (median reported)")
-    p.add_argument("--out", default="results/train_bench.json", help="JSON output")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed window (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per resolution first (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed windows per number, median reported (default 3)")
+    p.add_argument("--out", default="results/train_bench.json", help="JSON output (default results/train_bench.json)")
     args, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = C.parse_args(rest).cfg

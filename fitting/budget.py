@@ -9,7 +9,7 @@ points too). Here:
 - a run is one point: x from its summary.json (`budget_s`, `images_seen`, `flops_seen`, `epochs`), y its
   final error (1 - top-1), top-5 error or validation loss; only runs that finished their plan count;
 - runs are grouped into curves by their config.json and their data set (summary.json's `data`: class
-  list hash and train images), ignoring the budget, the seed and the keys that do not change what is
+  list hash and train images; a run from before that was recorded joins its recipe's only set), ignoring the budget, the seed and the keys that do not change what is
   trained (`pipeline.config.RESUME_SAFE`, `data.dir` among them); with x = budget_s the hardware decides
   what a second buys, so there the device, the process count and the speed settings split curves too;
 - repeats (runs of one curve at the same nominal budget: `budget_s`, or `train.epochs` for an epoch plan)
@@ -70,7 +70,7 @@ def _flatten(cfg: dict) -> dict:
     compares equal to one with that key at its default (the raw dict if it no longer parses)."""
     from pipeline.config import ConfigError, from_dict, to_dict  # imports torch: only when runs are read
     try:
-        cfg = to_dict(from_dict(cfg))
+        cfg = to_dict(from_dict(cfg, check=False))  # types only: a rule added since must not split curves
     except (ConfigError, TypeError, ValueError, AttributeError):
         pass
     return {f"{sec}.{k}": json.dumps(v, sort_keys=True) for sec, vals in cfg.items() if isinstance(vals, dict)
@@ -139,12 +139,19 @@ def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[
     """
     from pipeline.config import RESUME_SAFE
     ignored = ((RESUME_SAFE - SPEED_KEYS if by_hardware else RESUME_SAFE) - RECIPE_KEYS) | SCALE_KEYS
-    groups: dict[tuple, list[RunPoint]] = {}
+    base: dict[tuple, list[RunPoint]] = {}
     for p in points:
         hw = tuple((k, json.dumps(v)) for k, v in p.hardware) if by_hardware else ()
-        sig = tuple(sorted([(k, v) for k, v in p.config.items() if k not in ignored] + list(hw)
-                           + [("data", p.data)]))  # data.dir may move, the data set may not
-        groups.setdefault(sig, []).append(p)
+        base.setdefault(tuple(sorted([(k, v) for k, v in p.config.items() if k not in ignored] + list(hw))),
+                        []).append(p)
+    # data.dir may move, the data set may not: runs on other sets are other curves; a run from before
+    # summary.json recorded its set ("null") joins its recipe's curve when that has one set only
+    groups: dict[tuple, list[RunPoint]] = {}
+    for sig, runs in base.items():
+        known = {p.data for p in runs} - {"null"}
+        for p in runs:
+            data = next(iter(known)) if len(known) == 1 else p.data
+            groups.setdefault(tuple(sorted(sig + (("data", data),))), []).append(p)
     sigs = [dict(s) for s in groups]
     all_keys = sorted({k for s in sigs for k in s})
     differ = [k for k in all_keys if len({s.get(k) for s in sigs}) > 1]

@@ -169,11 +169,13 @@ RUN_Y = ("error", "top5_error", "loss")
 def run_names(run_dirs: list[str]) -> list[str]:
     """A name per run directory: its last path part, or as many trailing parts as tell it apart from
     the others (runs/a/s10 and dup/s10 -> a/s10, dup/s10)."""
-    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in run_dirs]
+    real = [os.path.realpath(d) for d in run_dirs]  # one run named twice keeps one short name
+    parts = [r.split(os.sep) for r in real]
     depth = [1] * len(parts)
     while True:
-        names = [os.sep.join(p[-k:]) for p, k in zip(parts, depth)]
-        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        names = [os.sep.join(p[-k:]) or os.sep for p, k in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if depth[i] < len(parts[i])
+                 and any(m == n and real[j] != real[i] for j, m in enumerate(names))]
         if not clash:
             return names
         for i in clash:

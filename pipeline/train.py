@@ -739,8 +739,8 @@ def train(cfg: C.Config, run_dir: str | os.PathLike, resume: bool = False, force
             agreed, sig, wall_due = dd.max_floats([now, float(STOP.signum), float(wall_due)], device)
             clock.agree(st.step, agreed)
             sync["signal"] = sig > 0
-            if sig > 0 and not STOP.signum:
-                STOP.signum = int(sig)  # another rank's: its number for the messages
+            if sig > 0 and not STOP.signum:  # another rank's: its number for the messages, and this
+                STOP.signum, STOP.first_at = int(sig), time.monotonic()  # rank's own copy is no second
         sync["wall_ckpt"] = bool(wall_due)
         loss = loss_sum / ok if ok else float("nan")
         dt = max(now - iv["t0"], 1e-9)

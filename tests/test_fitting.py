@@ -482,3 +482,4 @@ def test_a_fit_in_large_units_of_x_is_scored_through_log_b():
 def test_runs_with_the_same_folder_name_get_names_that_tell_them_apart():
     from fitting.tables import run_names
     assert run_names(["runs/a/s10", "dup/s10", "runs/s20"]) == ["a/s10", "dup/s10", "s20"]
+    assert run_names(["runs/a/s10", "runs/a/s10/", "./runs/a/s10"]) == ["s10"] * 3  # one run, three spellings

@@ -207,3 +207,16 @@ def test_budget_runs_on_another_data_set_are_another_curve(tmp_path):
     curves, skipped = budget_curves([str(d) for d in dirs], n_check=0)
     assert not skipped and sorted(len(c.runs) for c in curves) == [1, 3]
     assert sorted(c.key["data"]["num_classes"] for c in curves) == [4, 6]
+
+
+def test_budget_runs_from_before_the_data_record_join_their_recipe(tmp_path):
+    """summary.json records the data set since 2026-12-02: older runs of the same recipe join its
+    curve when it has one data set (they were a curve of their own), and a rule added to the config
+    since a run was saved does not split it either."""
+    six = {"num_classes": 6, "train_images": 120, "classes_sha256": "a" * 64}
+    dirs = [write_run(tmp_path / f"old{b}", budget_s=b) for b in (10, 20)]
+    dirs.append(write_run(tmp_path / "rule", budget_s=30, train={"eval_every": 2.0},  # valid when saved,
+                          drop_key="augment.erase_mode"))  # before that key existed
+    dirs += [write_run(tmp_path / f"new{b}", budget_s=b, data=six) for b in (40, 80)]
+    curves, skipped = budget_curves([str(d) for d in dirs], n_check=0)
+    assert not skipped and [len(c.runs) for c in curves] == [5]
