@@ -143,3 +143,19 @@ def test_gpu_script_runs_plan_and_report_after_the_budget_is_spent(tmp_path):
     # nothing was measured, so both fail, but they ran
     assert steps["plan"] not in ("skipped", "0") and steps["report"] == "2"
     assert p.returncode == 3
+
+
+def test_report_judges_a_prefetched_loader_figure_by_bench_loader(tmp_path):
+    """bench.train's loader windows short of 4x batches_ahead overstate it: the loader gate then takes
+    bench.loader's whole-pass FFCV figure where that is lower."""
+    from bench import report
+    (tmp_path / "model_bench.json").write_text(json.dumps({"rows": [{"size": 64, "compiled": {
+        "images_per_s": 10000.0, "mfu": 0.3}}]}))
+    (tmp_path / "train_bench.json").write_text(json.dumps({"loader_prefetched": True, "results": {
+        "64": {"end_to_end": 8000.0, "on_device": 9800.0, "loader": 15000.0}}}))
+    (tmp_path / "loader_bench.json").write_text(json.dumps({"rows": [{"size": 64, "mode": "raw",
+        "ffcv_images_per_s": 8500.0, "torchvision_images_per_s": 900.0}]}))
+    assert report.main([str(tmp_path)]) == 0
+    t = {x["target"]: x for x in json.loads((tmp_path / "report.json").read_text())["targets"]}
+    assert t["end to end / model bound at 64 px"]["met"] is None
+    assert "the loader alone gives 8500 img/s" in t["end to end / model bound at 64 px"]["note"]
