@@ -53,6 +53,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
     assert all(r["ffcv_images_per_s"] > 0 and r["torchvision_images_per_s"] > 0 for r in loader["rows"])
     train = json.loads((out / "train_bench.json").read_text())
     assert set(train["results"]) == {"32", "48"} and train["complete"]
+    assert train["loader_prefetched"] and train["window_steps"] < 4 * train["batches_ahead"]  # toy windows: marked
     assert all(math.isfinite(r["epoch_start_s"]["end_to_end"]) for r in train["results"].values())
     assert all(r["end_to_end"] > 0 for r in train["results"].values())
     assert set(json.loads((out / "usual_bench.json").read_text())["results"]) == {"32", "48"}

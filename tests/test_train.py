@@ -29,6 +29,14 @@ def tiny_cfg(betons, **over) -> C.Config:
     return C.validate(cfg)
 
 
+def summary_data(betons) -> dict:
+    """The data set's record a run keeps (env.json, summary.json), from the manifest."""
+    import hashlib
+    m = json.loads((betons / "manifest.json").read_text())
+    return {"num_classes": len(m["classes"]), "train_images": m["splits"]["train"]["count"],
+            "classes_sha256": hashlib.sha256("\n".join(m["classes"]).encode()).hexdigest()}
+
+
 def test_run_writes_all_outputs(warm, tmp_path):
     cfg = tiny_cfg(warm, train__eval_every=0.5, train__plot=True,
                    curriculum__starts=(0.0, 0.5), curriculum__resolutions=(16, 32))
@@ -55,6 +63,9 @@ def test_run_writes_all_outputs(warm, tmp_path):
     assert C.from_dict(json.loads((run / "config.json").read_text())) == cfg
     env = json.loads((run / "env.json").read_text())
     assert {"git_hash", "versions", "device"} <= set(env) and env["versions"]["torch"] == torch.__version__
+    import importlib.metadata
+    assert env["versions"]["ffcv"] == importlib.metadata.version("ffcv") != "0.0.3rc1"  # not ffcv.__version__
+    assert env["data"] == summary_data(warm) == json.loads((run / "summary.json").read_text())["data"]
     assert env["train_betons"] == {"16": {"file": "train_16.beton", "mode": "raw", "resolution": 16},
                                    "32": {"file": "train_32.beton", "mode": "jpg", "resolution": 32}}
     summary = json.loads((run / "summary.json").read_text())
