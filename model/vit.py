@@ -17,7 +17,7 @@ The last block for the class token alone (``cls_only_last``, on by default). Wit
 and the class token skipping the locality MLP (the paper's model), nothing reads the patch tokens after
 the last block's attention: ``forward`` computes that block for the class token only (its query, keys
 and values of every token, attention of one row, the projection; the MLP gives it zero) and the same
-logits come out. For ViT-S/16 that is 1 of 12 blocks, ~7 % of the training FLOPs at every size; for the
+logits come out (without dropout or drop path; with them, the same in distribution). For ViT-S/16 that is 1 of 12 blocks, ~7 % of the training FLOPs at every size; for the
 3-block pico of the tests and the demo, ~28 %. ``forward_features`` still returns every token.
 """
 import math

@@ -119,7 +119,7 @@ def _measured(path: str, key: str) -> dict:
                             f"({type(e).__name__}: {e})") from None
     if key == "loader" and bench.get("loader_prefetched"):
         raise C.ConfigError(f"--throughput: {path}: its loader figures timed batches decoded ahead "
-                            f"(windows of {bench.get('window_steps')} steps <= batches_ahead), not a rate")
+                            f"(windows of {bench.get('window_steps')} steps, under 4x batches_ahead), not a rate")
     bad = {r: v for r, v in bench["rates"].items() if not (math.isfinite(v) and v > 0)}
     if bad or not bench["rates"]:
         raise C.ConfigError(f"--throughput: {path}: expected images/s > 0 in results.<res>.{key}, "
