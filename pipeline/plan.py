@@ -40,11 +40,11 @@ class Stage:
 class Rates:
     """Images/s per resolution: measured ones, others scaled by training FLOPs per image."""
 
-    def __init__(self, measured: dict[int, float], flops_of):
+    def __init__(self, measured: dict[int, float], flops_of, measured_here: bool = True):
         if not measured:
             raise ValueError("no measured resolutions")
         self.measured, self.flops_of = dict(measured), flops_of
-        self.measured_here = True  # False: the measured rates are another model's, scaled
+        self.measured_here = measured_here  # False: the measured rates are another model's, scaled
 
     def __call__(self, res: int) -> tuple[float, bool]:
         """(images/s, measured) at `res`. Between two measured sizes: the larger one's rate scaled
@@ -138,7 +138,8 @@ def rates_for(cfg: C.Config, bench: dict, key: str = "end_to_end") -> tuple[Rate
     import model  # noqa: F401  (registers the vitday variants)
 
     def flops_fn(name: str):
-        net = timm.create_model(name, num_classes=1000, img_size=cfg.curriculum.resolutions[-1])
+        net = timm.create_model(name, num_classes=1000, img_size=cfg.curriculum.resolutions[-1],
+                                device="meta")  # shapes only: FLOPs need no weights
         return functools.lru_cache(maxsize=None)(lambda res: model.forward_flops(net, res))
 
     mine, measured_on = flops_fn(cfg.model.name), bench.get("model") or cfg.model.name
@@ -150,9 +151,7 @@ def rates_for(cfg: C.Config, bench: dict, key: str = "end_to_end") -> tuple[Rate
     except (RuntimeError, ValueError) as e:  # timm's unknown model, a size off the patch grid
         raise C.ConfigError(f"--throughput: rates of {measured_on} cannot be scaled to {cfg.model.name}: "
                             f"{str(e).splitlines()[0]}") from None
-    rates = Rates(scaled, mine)
-    rates.measured_here = False
-    return rates, f" (rates of {measured_on} scaled by FLOPs to {cfg.model.name})"
+    return Rates(scaled, mine, measured_here=False), f" (rates of {measured_on} scaled by FLOPs to {cfg.model.name})"
 
 
 def _positive_int(text: str) -> int:
