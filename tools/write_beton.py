@@ -127,6 +127,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+MIN_SIDE = 2  # px of a stored image's short side (fit_size)
+
+
 def fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
     """(w, h) with the longest side shrunk to max_side; never enlarged. The short side keeps
     MIN_SIDE px: a 1-px side gives FFCV's evaluation centre crop (int(0.875 * 1) = 0 px) an empty
@@ -136,9 +139,6 @@ def fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
         return w, h
     s = max_side / longest
     return max(MIN_SIDE, round(w * s)), max(MIN_SIDE, round(h * s))
-
-
-MIN_SIDE = 2
 
 
 def load_rgb(path: Path, max_side: int) -> np.ndarray:
