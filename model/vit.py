@@ -46,7 +46,8 @@ class LocalityViT(VisionTransformer):
         cls_only_last: compute the last block for the class token alone where nothing else is read (see
             the module docstring); the logits are the same either way.
         **kwargs: everything timm's VisionTransformer takes (embed_dim, depth, num_heads, num_classes,
-            drop_path_rate, qkv_bias, ...). ``dynamic_img_size`` is always on.
+            drop_path_rate, qkv_bias, ...). ``dynamic_img_size`` is always on. ``weight_init`` also takes
+            ``'xavier'``, the authors' init (see ``init_weights``).
     """
 
     def __init__(
@@ -70,6 +71,24 @@ class LocalityViT(VisionTransformer):
         self.locality = locality
         self.cls_only_last = cls_only_last
         self.register_load_state_dict_pre_hook(_resample_loaded_pos_embed)
+
+    def init_weights(self, mode: str = '', needs_reset: bool = True) -> None:
+        """timm's init modes (``''``: trunc_normal std 0.02 on Linear weights, zero biases), plus ``'xavier'``:
+        the authors' init (github.com/BorealisAI/efficient-vit-training, models_vit/vision_transformer_all.py:
+        timm's 2021 ``init_weights('')``, whose ``self.apply`` passes no module names, so the head is not
+        zeroed). xavier_normal_ on every Linear weight (attention, MLP, head), PyTorch's defaults for biases,
+        convolutions and norms, and xavier_normal_ on the class token (std ~0.051 for ViT-S) and the position
+        embedding (its fan-in counts every token: std ~0.005)."""
+        if (mode or self.weight_init_mode) != 'xavier':
+            return super().init_weights(mode, needs_reset)
+        for p in (self.pos_embed, self.cls_token, self.reg_token):
+            if p is not None:
+                nn.init.xavier_normal_(p)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.LayerNorm)):
+                m.reset_parameters()  # in place: the locality conv keeps its channels-last weight
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
 
     @property
     def patch_size(self) -> Tuple[int, int]:

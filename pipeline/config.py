@@ -99,6 +99,8 @@ class ModelConfig:
     name: str = _f("vitday_nano_patch4_local", "timm model name (variants registered by `import model`)")
     drop_path: float = _f(0.1, "stochastic depth rate")
     qkv_bias: bool = _f(True, "bias on the attention's qkv projection (timm, DeiT); the authors' code has none")
+    init: Literal["timm", "xavier"] = _f("timm", "weight init: timm's (trunc_normal 0.02, zero biases) or the "
+                                                 "authors' (xavier_normal, PyTorch's default biases)")
 
 
 @dataclass

@@ -96,7 +96,8 @@ def build_model(cfg: C.Config, num_classes: int, img_size: int) -> nn.Module:
     import model  # noqa: F401  (registers the vitday variants)
     try:
         return timm.create_model(cfg.model.name, num_classes=num_classes, img_size=img_size,
-                                 drop_path_rate=cfg.model.drop_path, qkv_bias=cfg.model.qkv_bias)
+                                 drop_path_rate=cfg.model.drop_path, qkv_bias=cfg.model.qkv_bias,
+                                 weight_init='' if cfg.model.init == 'timm' else cfg.model.init)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise C.ConfigError(f"model.name: unknown model {cfg.model.name!r} "

@@ -119,6 +119,10 @@ def test_paper_config_is_the_authors_recipe():
     import model
     net = build_model(c, num_classes=1000, img_size=224)
     assert net.blocks[0].attn.qkv.bias is None and model.count_params(net) == 22_050_664 + 129_024
+    # their init (xavier_normal, the head not zeroed) and their cosine's floor (timm's min-lr 1e-5)
+    assert c.model.init == "xavier" and net.weight_init_mode == "xavier"
+    assert net.head.weight.std().item() == pytest.approx((2 / (384 + 1000)) ** 0.5, rel=0.05)
+    assert c.optim.final_lr_ratio * c.optim.lr == pytest.approx(1e-5)
 
 
 def test_s16_config_ends_at_224_with_lr_decayed():

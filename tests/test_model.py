@@ -74,6 +74,29 @@ def test_small_param_counts_match_timm_and_paper():
         assert torch.allclose(plain.eval()(x), ref.eval()(x), rtol=0, atol=1e-6)
 
 
+def test_xavier_init_is_the_authors():
+    """weight_init='xavier': xavier_normal_ std sqrt(2 / (fan_in + fan_out)) on every Linear weight (the head
+    too), PyTorch's default uniform(+-1/sqrt(fan_in)) biases, xavier on the class token and position embedding
+    (fan-in of a (1, N, D) tensor: N * D); the default init stays timm's."""
+    torch.manual_seed(0)
+    net = timm.create_model('vitday_small_patch16_local', weight_init='xavier')
+    timm_net = timm.create_model('vitday_small_patch16_local')
+    for name, (fan_in, fan_out) in {'blocks.0.attn.qkv': (384, 1152), 'blocks.5.mlp.fc1': (384, 1536),
+                                    'blocks.11.mlp.fc2': (1536, 384), 'head': (384, 1000)}.items():
+        w = net.get_submodule(name).weight
+        assert w.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.03), name
+        assert timm_net.get_submodule(name).weight.std().item() == pytest.approx(0.02, rel=0.03), name
+    bias = net.blocks[3].attn.proj.bias
+    assert bias.abs().max().item() <= 384 ** -0.5 and bias.std().item() == pytest.approx((3 * 384) ** -0.5, rel=0.15)
+    assert (timm_net.blocks[3].attn.proj.bias == 0).all()
+    assert net.pos_embed.std().item() == pytest.approx((2 / (197 * 384 + 384)) ** 0.5, rel=0.03)
+    assert net.cls_token.std().item() == pytest.approx((2 / (384 + 384)) ** 0.5, rel=0.15)
+    assert timm_net.cls_token.abs().max().item() < 1e-4
+    conv = net.blocks[0].mlp.conv.weight  # PyTorch's default, channels-last kept
+    assert conv.abs().max().item() <= 9 ** -0.5 and conv.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(net(images(64, batch=2))).all()
+
+
 # ---------------------------------------------------------------- the locality layer
 
 def test_locality_mlp_structure_and_activation():
