@@ -61,18 +61,35 @@ def check_outputs(out: str, plots: str | None = None, *more: str | None, inputs:
     """Refuse output paths that would fail after the fitting, overwrite each other or overwrite an
     input (TableError, one line)."""
     files = [p for p in (out, *more) if p]
-    for p in files:
-        if os.path.isdir(p):
+    for p in files + ([plots] if plots else []):
+        if os.path.isdir(p) and p != plots:
             raise tables.TableError(f"{p}: is a directory, expected an output file path")
+        parent = os.path.dirname(os.path.abspath(p))
+        while not os.path.exists(parent):  # the first that exists must be a folder to create the rest in
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise tables.TableError(f"{p}: {parent} is not a directory, so the output cannot be written there")
     real = [os.path.realpath(p) for p in files]
     if len(set(real)) < len(files) or (plots and os.path.realpath(plots) in real):
         raise tables.TableError(f"{', '.join(files + ([plots] if plots else []))}: two outputs name the same path")
     real_inputs = {os.path.realpath(i) for i in inputs}
     for p, r in zip(files, real):
         if r in real_inputs:
-            raise tables.TableError(f"{p}: is the input table; the output would overwrite it")
+            raise tables.TableError(f"{p}: is an input (the table, or a run directory's own file); "
+                                    f"the output would overwrite it")
     if plots and os.path.exists(plots) and not os.path.isdir(plots):
         raise tables.TableError(f"{plots}: exists and is not a directory (--plots)")
+
+
+def run_files(run_dirs: list[str]) -> tuple[str, ...]:
+    """Every entry of the run directories (logs, summary, config): outputs must not overwrite them."""
+    found = []
+    for d in run_dirs:
+        try:
+            found += [os.path.join(d, name) for name in os.listdir(d)]
+        except OSError:  # not a directory: reading it says so
+            pass
+    return tuple(found)
 
 
 def _multiples(s: str) -> list[float]:
@@ -138,7 +155,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     try:
-        check_outputs(args.out, args.plots, inputs=(args.table,) if args.cmd == "fit" else ())
+        check_outputs(args.out, args.plots,
+                      inputs=(args.table,) if args.cmd == "fit" else run_files(args.run_dirs))
         if args.cmd == "fit":
             key = [c.strip() for c in args.curve.split(",") if c.strip()]
             curves = tables.curves_from_table(tables.read_table(args.table), args.x, args.y, key,
@@ -176,7 +194,7 @@ def main(argv=None) -> int:
 
 def _budget(args) -> int:
     try:
-        check_outputs(args.out, args.plots, args.fits)
+        check_outputs(args.out, args.plots, args.fits, inputs=run_files(args.run_dirs))
         curves, skipped = budget.budget_curves(args.run_dirs, args.x, args.y, args.check)
     except tables.TableError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,8 @@ points too). Here:
   trained (`pipeline.config.RESUME_SAFE`, `data.dir` among them); with x = budget_s the hardware decides
   what a second buys, so there the device, the process count and the speed settings split curves too;
 - repeats (runs of one curve at the same nominal budget: `budget_s`, or `train.epochs` for an epoch plan)
-  are one point, x and y averaged, whatever x is;
+  are one point, x and y averaged, whatever x is; runs of a wall-clock budget and of an epoch plan are
+  separate curves (`plan=budget`, `plan=epochs`: seconds and epochs are no common nominal);
 - `check`: each form is fit without the largest budget(s) and scored on them (did it predict a run it
   did not see?); then fit on every point and evaluated at multiples of the largest budget.
 """
@@ -53,6 +54,7 @@ class RunPoint:
     nominal: float = math.nan
     hardware: tuple = ()
     data: str = "null"  # summary.json's data set (classes, train images) as JSON: another set, another curve
+    plan: str = "budget"  # "budget" (train.budget_s) or "epochs" (an epoch plan): their nominals are not comparable
 
 
 @dataclass
@@ -124,7 +126,8 @@ def read_point(run_dir: str, x: str = "budget_s", y: str = "error") -> RunPoint:
     world = sessions[-1].get("world") if sessions and isinstance(sessions[-1], dict) else None
     return RunPoint(dir=run_dir, config=config, x=float(s[x]), y=1.0 - v if y in ("error", "top5_error") else v,
                     nominal=float(nominal), hardware=(("device", s.get("device")), ("world", world)),
-                    data=json.dumps(s.get("data"), sort_keys=True))
+                    data=json.dumps(s.get("data"), sort_keys=True),
+                    plan="budget" if s.get("budget_s") else "epochs")
 
 
 def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[dict, list[RunPoint]]]:
@@ -151,7 +154,7 @@ def group_runs(points: list[RunPoint], by_hardware: bool = False) -> list[tuple[
         known = {p.data for p in runs} - {"null"}
         for p in runs:
             data = next(iter(known)) if len(known) == 1 else p.data
-            groups.setdefault(tuple(sorted(sig + (("data", data),))), []).append(p)
+            groups.setdefault(tuple(sorted(sig + (("data", data), ("plan", json.dumps(p.plan))))), []).append(p)
     sigs = [dict(s) for s in groups]
     all_keys = sorted({k for s in sigs for k in s})
     differ = [k for k in all_keys if len({s.get(k) for s in sigs}) > 1]
@@ -169,7 +172,8 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
     Args:
         run_dirs: trainer run directories; those that are no point are skipped with a reason.
         x, y: see BUDGET_X and BUDGET_Y.
-        n_check: how many of the largest distinct x of each curve the check fit holds out.
+        n_check: how many of each curve's largest nominal budgets the check fit holds out (by budget, not x:
+            with x = images_seen a smaller budget on a busier host may have seen more).
 
     Returns:
         The curves and the skipped runs' one-line reasons.
@@ -268,8 +272,10 @@ def format_report(curves: list[BudgetCurve], checks, fulls, multiples: list[floa
         if c.check.error:
             lines.append(f"  check: not possible ({c.check.error})")
         elif c.check.x_heldout.size:
-            lines.append(f"  check, fit without x >= {c.check.x_heldout.min():g} "
-                         f"({len(c.check.x_fit)} points left): predicted vs measured")
+            n = len(c.check.x_heldout)
+            lines.append(f"  check, fit without the {'largest budget' if n == 1 else f'{n} largest budgets'} "
+                         f"(x = {', '.join(f'{x:g}' for x in c.check.x_heldout)}; {len(c.check.x_fit)} points "
+                         "left): predicted vs measured")
             for r in rc:
                 if not r.ok:
                     lines.append(f"    {r.form:<5} failed: {r.reason}")

@@ -89,6 +89,19 @@ def test_budget_cli_groups_checks_and_predicts(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+def test_budget_and_epoch_plans_are_separate_curves(tmp_path):
+    # a 1 s budget and a 1-epoch plan share the number 1 but nothing else: never one averaged point
+    dirs = [write_run(tmp_path / f"b{b}", b) for b in (1, 2, 4)]
+    dirs += [write_run(tmp_path / f"e{e}", 0.0, epochs=e, stop_reason="epochs", images_seen=60000 * e,
+                       top1=0.5 + 0.1 * e) for e in (1, 2, 4)]
+    curves, skipped = budget_curves(list(map(str, dirs)), "images_seen", n_check=0)
+    assert not skipped and sorted((c.key["plan"], len(c.runs)) for c in curves) == [("budget", 3), ("epochs", 3)]
+    by_plan = {c.key["plan"]: c.full for c in curves}
+    assert list(by_plan["epochs"].x_fit) == [60000, 120000, 240000]
+    assert list(by_plan["budget"].x_fit) == [500, 1000, 2000]
+    assert np.allclose(1 - by_plan["epochs"].y_fit, [0.6, 0.7, 0.9])
+
+
 def test_budget_one_recipe_images_x_and_report(tmp_path, capsys):
     dirs = [write_run(tmp_path / f"e{e}", 0.0, epochs=e, stop_reason="epochs", images_seen=60000 * e,
                       top1=1 - true_error(60 * e, 3e-3)) for e in (1, 2, 4, 8)]
@@ -190,8 +203,19 @@ def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "afile"), "--x", "a", "--y", "b", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "afile"), "--x", "a", "--y", "b", "--out", str(tmp_path / "afile")]) == 2
-    assert "afile: is the input table; the output would overwrite it" in capsys.readouterr().err
+    assert "afile: is an input (the table, or a run directory's own file); the output would overwrite it" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "x"
+    # a run directory's own files are inputs too (runs, budget); an output under a file cannot be made
+    summary = open(os.path.join(dirs[0], "summary.json")).read()
+    (tmp_path / "b10" / "evals.arrow").write_text("x")  # stands for the run's log
+    for argv in (["budget", *dirs, "--out", os.path.join(dirs[0], "summary.json")],
+                 ["budget", *dirs, "--out", p, "--fits", os.path.join(dirs[1], "config.json")],
+                 ["runs", dirs[0], "--out", os.path.join(dirs[0], "evals.arrow")]):
+        assert main(argv) == 2
+        assert "is an input (the table, or a run directory's own file)" in capsys.readouterr().err
+    assert open(os.path.join(dirs[0], "summary.json")).read() == summary
+    assert main(["budget", *dirs, "--out", str(tmp_path / "afile" / "sub" / "o.arrow")]) == 2
+    assert f"{tmp_path / 'afile'} is not a directory" in capsys.readouterr().err
     (tmp_path / "empty.csv").write_text("x,y\n")
     assert main(["fit", str(tmp_path / "empty.csv"), "--x", "x", "--y", "y", "--out", p]) == 2
     assert f"error: {tmp_path / 'empty.csv'}: " in capsys.readouterr().err
