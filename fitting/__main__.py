@@ -46,7 +46,17 @@ def _forms(s: str) -> list[str]:
     if bad or not forms:
         raise argparse.ArgumentTypeError(f"unknown form(s) {', '.join(bad) or '(none)'}; choose from "
                                          f"{','.join(ALL_FORMS)}")
-    return forms
+    return list(dict.fromkeys(forms))  # each form once
+
+
+def _workers(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a whole number >= 1, not {s!r}")
+    return n
 
 
 def _breaks(s: str):
@@ -105,7 +115,7 @@ def _multiples(s: str) -> list[float]:
 def _common(p: argparse.ArgumentParser):
     p.add_argument("--forms", type=_forms, default=",".join(ALL_FORMS), help="comma list of forms")
     p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_workers, default=None,
                    help="processes (default: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
     p.add_argument("--out", required=True, help="output Arrow IPC file")
     p.add_argument("--plots", default=None, help="directory for one PNG per curve and grid.png")
@@ -164,8 +174,10 @@ def main(argv=None) -> int:
         else:
             if not 0.0 <= args.holdout_frac < 1.0:
                 raise tables.TableError(f"--holdout-frac must be in [0, 1), not {args.holdout_frac}")
+            seen: set[str] = set()  # a run named twice is one curve
+            dirs = [d for d in args.run_dirs if not (os.path.realpath(d) in seen or seen.add(os.path.realpath(d)))]
             curves = [tables.read_run(d, args.x, args.y, args.holdout_frac, name=n)
-                      for d, n in zip(args.run_dirs, tables.run_names(args.run_dirs))]
+                      for d, n in zip(dirs, tables.run_names(dirs))]
     except tables.TableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

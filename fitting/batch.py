@@ -69,7 +69,7 @@ def fit_curves(curves: list[Curve], forms=ALL_FORMS, breaks="auto", workers: int
         For each curve (same order) the list of FitResults, one per form.
     """
     if workers is None:
-        workers = 1 if len(curves) < POOL_MIN_CURVES else (os.cpu_count() or 1)
+        workers = 1 if len(curves) < POOL_MIN_CURVES else len(os.sched_getaffinity(0))  # the cores we may use
     workers = max(1, int(workers))
     jobs = [(c, tuple(forms), breaks, cfg, backend) for c in curves]
     if workers == 1 or len(curves) <= 1:

@@ -12,7 +12,8 @@ BNSL procedure (one curve, n breaks), all in log space on z = log x - mean(log x
    many starts of a fit, scipy's per-iteration Python overhead was most of the fit time); the
    lowest loss wins, and the chosen fit of each curve gets a last scipy.optimize.least_squares
    (trust-region reflective, same bounds and Jacobian) polish, kept if it lowers the loss. Bounds keep the refinement inside what the grid covers: |slopes| <= 20, f no
-   sharper than the grid's sharpest, break positions within one span of the data, 0 <= a <= max(y).
+   sharper than the grid's sharpest, break positions within one span of the data (the final fit:
+   no later than 0.1 span before the last x), 0 <= a <= max(y).
 3. breaks="auto": the last `val_frac` (0.3) of the fit points are held out, n = 0..3 fit on the rest,
    the n with the lowest validation RMSLE is refit on all fit points (the BNSL paper's appendix
    rule), except that fewer breaks are kept unless more cut the validation RMSLE by `val_margin`
@@ -48,6 +49,11 @@ class SearchConfig:
     val_max_nfev: int = 100  # the same for the fits that choose the number of breaks (0: search only)
     val_frac: float = 0.3  # breaks="auto": last fraction of fit points used as validation
     val_margin: float = 0.2  # breaks="auto": more breaks must cut validation RMSLE by this fraction
+    # The final fit's breaks lie at least 0.1 span of log x before the last x: a break at or past the end
+    # fits the last points' noise, and its slope change then rules the extrapolation (a review's 2 %-noise
+    # power law got one at its last x, turning upward: 35,000x the error at 4x the x). The fits that choose
+    # the number of breaks keep breaks up to one span past their last x (the validation points lie there).
+    final_beyond: float = -0.1
 
 
 @dataclass
@@ -174,10 +180,13 @@ def _kernels(backend: str):
 
 
 def _inside(theta, lo, hi):
-    """Clip theta strictly inside finite bounds (least_squares needs a strictly feasible start)."""
+    """Clip theta strictly inside finite bounds (least_squares needs a strictly feasible start). The margin,
+    1e-9 of the bound's size, is at most 1e-6 of the box's width: a box narrower than the margin (a in
+    [0, max y] of a curve near 1e-12) would otherwise be crossed, and the start land outside it."""
     with np.errstate(invalid="ignore"):
-        lo_in = np.where(np.isfinite(lo), lo + 1e-9 * (np.abs(lo) + 1), lo)
-        hi_in = np.where(np.isfinite(hi), hi - 1e-9 * (np.abs(hi) + 1), hi)
+        width = hi - lo  # inf where a side is open
+        lo_in = np.where(np.isfinite(lo), lo + np.minimum(1e-9 * (np.abs(lo) + 1), 1e-6 * width), lo)
+        hi_in = np.where(np.isfinite(hi), hi - np.minimum(1e-9 * (np.abs(hi) + 1), 1e-6 * width), hi)
     return np.clip(theta, lo_in, hi_in)
 
 
@@ -202,12 +211,15 @@ def _polish(theta, loss, lo, hi, z, logy, backend: str, max_nfev: int = 50):
     return (sol.x, new, int(sol.nfev)) if math.isfinite(new) and new < loss else (theta, loss, int(sol.nfev))
 
 
-def search_grids(zc: np.ndarray, y: np.ndarray, n: int, cfg: SearchConfig, break_basis=bnsl.break_basis):
+def search_grids(zc: np.ndarray, y: np.ndarray, n: int, cfg: SearchConfig, break_basis=bnsl.break_basis,
+                 beyond: float = 1.0):
     """The data-adaptive grid of the BNSL search (module docstring, step 1) for n breaks.
 
     Args:
         zc: log x, centred; y: the curve (positive).
         break_basis: `bnsl.break_basis` or its Numba twin.
+        beyond: how far past the last x breaks may lie, in spans of log x (the grid goes half as far);
+            negative: how far before it they must lie (the grid ends there).
 
     Returns:
         (a_grid, ld_grid, f_grid, basis, combos): values of a, break positions (log d), sharpness
@@ -217,15 +229,16 @@ def search_grids(zc: np.ndarray, y: np.ndarray, n: int, cfg: SearchConfig, break
     span = max(zmax - zmin, 1e-3)
     a_grid = np.concatenate([[0.0], float(y.min()) * (1 - _geomspace(0.9, 0.002, cfg.n_a - 1))])
     D, F = (cfg.n_d[n], cfg.n_f[n]) if n > 0 else (1, 1)
-    ld_grid = np.linspace(zmin - 0.25 * span, zmax + 0.5 * span, D)
+    ld_grid = np.linspace(zmin - 0.25 * span, zmax + (0.5 if beyond > 0 else 1.0) * beyond * span, D)
     f_grid = span * _geomspace(0.01, 1.0, F)
     basis = np.ascontiguousarray(break_basis(zc, ld_grid, f_grid) if n > 0 else np.stack([np.ones_like(zc), -zc], 1))
     return a_grid, ld_grid, f_grid, basis, _combos(n, D, F)
 
 
 def fit_bnsl_n(x, y, n: int, z0: float | None = None, cfg: SearchConfig | None = None,
-               backend: str = "numba", max_nfev: int | None = None, polish: bool = False):
-    """Fit BNSL with exactly n breaks to sorted positive (x, y).
+               backend: str = "numba", max_nfev: int | None = None, polish: bool = False, beyond: float = 1.0):
+    """Fit BNSL with exactly n breaks to sorted positive (x, y); breaks up to `beyond` spans of log x past
+    the last x.
 
     Returns:
         (theta, z0, loss, evaluations): internal theta on z - z0 (see bnsl.to_natural).
@@ -238,7 +251,7 @@ def fit_bnsl_n(x, y, n: int, z0: float | None = None, cfg: SearchConfig | None =
     logy = np.log(y)
     zmin, zmax = float(zc.min()), float(zc.max())
     span = max(zmax - zmin, 1e-3)
-    a_grid, ld_grid, f_grid, basis, combos = search_grids(zc, y, n, cfg, break_basis)
+    a_grid, ld_grid, f_grid, basis, combos = search_grids(zc, y, n, cfg, break_basis, beyond)
 
     approx = vp_search(y, a_grid, basis, combos)  # (A, C)
     evaluations = approx.size
@@ -253,7 +266,7 @@ def fit_bnsl_n(x, y, n: int, z0: float | None = None, cfg: SearchConfig | None =
     evaluations += len(thetas)
 
     lo = [0.0, -np.inf, -bnsl.C_MAX] + [-bnsl.C_MAX, zmin - span, float(f_grid[0])] * n
-    hi = [max(float(y.max()), 1e-300), np.inf, bnsl.C_MAX] + [bnsl.C_MAX, zmax + span, 2.0 * span] * n
+    hi = [max(float(y.max()), 1e-300), np.inf, bnsl.C_MAX] + [bnsl.C_MAX, zmax + beyond * span, 2.0 * span] * n
     lo, hi = np.array(lo), np.array(hi)
     best_theta, best_loss = thetas[int(np.argmin(exact))], float(np.min(exact))
     max_nfev = cfg.max_nfev if max_nfev is None else max_nfev
@@ -315,7 +328,8 @@ def fit_bnsl(x, y, x_heldout=None, y_heldout=None, breaks="auto", cfg: SearchCon
                 raise FitError(f"breaks must be auto or 0..3, not {breaks!r}")
             x, y = check_xy(x, y, bnsl.n_params(n_star), f" for {n_star} breaks")
             evals = 0
-        theta, z0, loss, e = fit_bnsl_n(x, y, n_star, cfg=cfg, backend=backend, polish=True)
+        theta, z0, loss, e = fit_bnsl_n(x, y, n_star, cfg=cfg, backend=backend, polish=True,
+                                        beyond=cfg.final_beyond)
         res.n_breaks = n_star
         res.params = bnsl.to_natural(theta, z0)
         res.loss = loss
@@ -355,9 +369,9 @@ def fit_form(form: str, x, y, x_heldout=None, y_heldout=None, cfg: SearchConfig 
         for r in np.argsort(losses)[: cfg.top_k]:
             if not math.isfinite(losses[r]):
                 break
+            if losses[r] < best_loss:  # the start whose loss it is
+                best_loss, best_theta = losses[r], np.clip(starts[r], lo, hi)
             t_start = _inside(starts[r], lo, hi)
-            if losses[r] < best_loss:
-                best_loss, best_theta = losses[r], t_start
             if form == "m4":
                 fun = lambda t: forms.m4_resid_jac(t, zc, logy)[0]  # noqa: E731
                 jac = lambda t: forms.m4_resid_jac(t, zc, logy)[1]  # noqa: E731

@@ -66,7 +66,8 @@ def test_cli_runs(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     out = tmp_path / "runs.arrow"
     rc = main(["runs", str(tmp_path / "run_a"), str(tmp_path / "run_b"), str(tmp_path / "empty_run"),
-               "--x", "images_seen", "--y", "error", "--holdout-frac", "0.3", "--forms", "bnsl,m1,m4",
+               f"{tmp_path}/run_a/", str(tmp_path / ".." / tmp_path.name / "run_b"),  # the same runs again: once
+               "--x", "images_seen", "--y", "error", "--holdout-frac", "0.3", "--forms", "bnsl,m1,m4,M1",
                "--workers", "1", "--out", str(out), "--plots", str(tmp_path / "p")])
     assert rc == 0
     d = ipc.open_file(str(out)).read_all().to_pydict()
@@ -76,6 +77,13 @@ def test_cli_runs(tmp_path, capsys):
     assert all(v < 0.05 for v in d["rmsle_heldout"][:6])
     assert "empty_run" in d["reason"][6] and "evals.arrow" in d["reason"][6]
     assert (tmp_path / "p" / "run_a.png").exists()
+    capsys.readouterr()
+    for bad in ("0", "-3", "two"):
+        try:
+            main(["runs", str(tmp_path / "run_a"), "--workers", bad, "--out", str(out)])
+        except SystemExit as e:
+            assert e.code == 2
+        assert f"--workers must be a whole number >= 1, not '{bad}'" in capsys.readouterr().err
 
 
 def test_fit_benchmark_runs_on_a_small_table(tmp_path, capsys):
