@@ -42,6 +42,7 @@ PEAK_FLOPS = (
     ('A100', 312e12),
     ('L40S', 362e12),
     ('A10', 125e12),
+    ('L40', 181e12),  # before L4, which its name contains
     ('L4', 121e12),
     ('RTX 4090', 165e12),
     ('RTX 3090', 71e12),
@@ -53,22 +54,27 @@ def peak_flops(device: torch.device) -> tuple[str, float | None]:
     if device.type != 'cuda':
         return platform.processor() or platform.machine(), None
     name = torch.cuda.get_device_name(device)
-    return name, next((peak for key, peak in PEAK_FLOPS if key in name), None)
+    return name, peak_for(name)
 
 
-def time_steps(step, device: torch.device, warmup: int, repeats: int) -> tuple[float, list[float]]:
-    """(seconds spent in warm-up, milliseconds per timed step)."""
+def peak_for(name: str) -> float | None:
+    """PEAK_FLOPS' entry for a CUDA device name (its first key the name contains), None when unknown."""
+    return next((peak for key, peak in PEAK_FLOPS if key in name), None)
+
+
+def time_steps(step, device: torch.device, warmup: int, repeats: int, inner: int = 1) -> tuple[float, list[float]]:
+    """(seconds spent in warm-up, milliseconds per step of each timed window of `inner` steps)."""
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     warm_s = time.perf_counter() - t0
-    return warm_s, time_calls(step, device, repeats)
+    return warm_s, time_calls(step, device, repeats, inner)
 
 
 def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, warmup: int, repeats: int,
-               prepare=lambda x: x) -> dict:
+               prepare=lambda x: x, inner: int = 1) -> dict:
     x = prepare(torch.randn(batch, 3, size, size, device=device))
     y = torch.randint(0, num_classes, (batch,), device=device)
 
@@ -78,9 +84,9 @@ def bench_size(net, fn, size: int, batch: int, num_classes: int, device, dtype, 
             loss = F.cross_entropy(fn(x), y)
         loss.backward()
 
-    warm_s, times = time_steps(step, device, warmup, repeats)
+    warm_s, times = time_steps(step, device, warmup, repeats, inner)
     ms = statistics.median(times)
-    return {'warmup_s': round(warm_s, 3), 'step_ms_median': round(ms, 3),
+    return {'warmup_s': round(warm_s, 3), 'step_ms_median': round(ms, 4),
             'step_ms_min': round(min(times), 3), 'images_per_s': round(batch / ms * 1e3, 1)}
 
 
@@ -93,6 +99,9 @@ def main(argv=None) -> dict:
     p.add_argument('--batch', type=int, default=None, help='default 256 (CUDA), 16 (CPU)')
     p.add_argument('--repeats', type=int, default=None, help='timed steps; default 20 (CUDA), 5 (CPU)')
     p.add_argument('--warmup', type=int, default=3, help='untimed steps; the first compiles')
+    p.add_argument('--inner', type=int, default=None,
+                   help='steps per timed window (default 5 on CUDA: the host queues each next step while the '
+                        'device runs, as in training; 1 on the CPU); --repeats windows are timed')
     p.add_argument('--modes', default='eager,compiled')
     p.add_argument('--dtype', choices=('bf16', 'fp32'), default=None, help='autocast dtype; default bf16 on CUDA')
     p.add_argument('--num-classes', type=int, default=1000)
@@ -123,6 +132,7 @@ def main(argv=None) -> dict:
         list(range(32, 225, 32)) if cuda else [32, 64])
     batch = args.batch or (256 if cuda else 16)
     repeats = args.repeats or (20 if cuda else 5)
+    inner = args.inner or (5 if cuda else 1)
     dtype = {'bf16': torch.bfloat16, 'fp32': torch.float32}[args.dtype or ('bf16' if cuda else 'fp32')]
     modes = args.modes.split(',')
     if cuda and cfg is None:
@@ -151,7 +161,7 @@ def main(argv=None) -> dict:
     def result(complete: bool) -> dict:
         return {
             'variant': variant, 'params': model.count_params(net), 'batch': batch, 'dtype': str(dtype),
-            'repeats': repeats, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
+            'repeats': repeats, 'inner': inner, 'warmup': args.warmup, 'device': device_name, 'peak_flops': peak,
             'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'timm': timm.__version__,
             'python': platform.python_version(), 'config': args.config, 'complete': complete, 'rows': rows,
         }
@@ -162,9 +172,9 @@ def main(argv=None) -> dict:
                'train_gflop_per_image': round(flops / 1e9, 4)}
         for mode in modes:
             r = bench_size(net, compiled if mode == 'compiled' else net, size, batch, args.num_classes,
-                           device, dtype, args.warmup, repeats, prepare)
-            if peak:
-                r['mfu'] = round(flops * r['images_per_s'] / peak, 4)
+                           device, dtype, args.warmup, repeats, prepare, inner)
+            if peak:  # from the unrounded step time: a rounded MFU could pass a goal it missed
+                r['mfu'] = round(flops * batch / (r['step_ms_median'] / 1e3) / peak, 6)
             row[mode] = r
         rows.append(row)
         write_json(out, result(complete=False))  # a run stopped at its time limit keeps the sizes done

@@ -7,8 +7,12 @@ import time
 import torch
 
 
-def time_calls(fn, device: torch.device, repeats: int) -> list[float]:
-    """Milliseconds per call of fn(), one number per call (warm up before calling this)."""
+def time_calls(fn, device: torch.device, repeats: int, inner: int = 1) -> list[float]:
+    """Milliseconds per call of fn(), one number per `inner` consecutive calls (warm up before calling this).
+
+    On CUDA a timing ends with a sync; with inner > 1 the host queues each next call while the device runs
+    the last, as a training loop does, so the host's launch time after a sync counts once per timing, not
+    once per call (it would understate a short step's rate)."""
     times = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -16,14 +20,16 @@ def time_calls(fn, device: torch.device, repeats: int) -> list[float]:
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(inner):
+                fn()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end))
+            times.append(start.elapsed_time(end) / inner)
         else:
             t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
+            for _ in range(inner):
+                fn()
+            times.append(1e3 * (time.perf_counter() - t0) / inner)
     return times
 
 

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rates: {args.rate_key} images/s of {args.throughput} (device {bench.get('device')}, "
           f"{bench.get('model')}, batch {bench.get('batch_size')}); ~ = scaled by FLOPs from the next larger "
           f"measured resolution, kept between the measured neighbours' rates; epochs of {args.images:,} images")
+    if bench.get("complete") is False:  # a time limit stopped it: the sizes missing are scaled, not measured
+        print(f"warning: {args.throughput} is partial (measured at {', '.join(map(str, sorted(bench['rates'])))} px "
+              f"only)", file=sys.stderr)
     for (name, cfg), (r, model_note) in zip(cfgs, rates):
         stages = plan(cfg, r, args.images)
         note = model_note + ("" if cfg.train.batch_size == bench.get("batch_size") else

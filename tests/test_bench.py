@@ -45,7 +45,7 @@ def test_gpu_script_runs_every_step_at_toy_sizes(tmp_path):
                        capture_output=True, text=True, timeout=540)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "timings.tsv").read_text().splitlines()[1:]]
-    assert [s[0] for s in steps] == ["loader", "train", "model", "usual", "profile", "tests", "plan",
+    assert [s[0] for s in steps] == ["loader", "train", "model", "profile", "usual", "tests", "plan",
                                       "report"]
     assert all(s[2] == "0" for s in steps)
     loader = json.loads((out / "loader_bench.json").read_text())
@@ -160,3 +160,36 @@ def test_report_judges_a_prefetched_loader_figure_by_bench_loader(tmp_path):
     t = {x["target"]: x for x in json.loads((tmp_path / "report.json").read_text())["targets"]}
     assert t["end to end / model bound at 64 px"]["met"] is None
     assert "the loader alone gives 8500 img/s" in t["end to end / model bound at 64 px"]["note"]
+
+
+def test_loader_keeps_the_ffcv_figure_when_the_imagefolder_loader_fails(tmp_path, monkeypatch, capsys):
+    """A small /dev/shm (containers) fails torchvision's DataLoader workers: FFCV's figure, measured first,
+    stays, with the error beside it (it was lost with the whole row)."""
+    from bench import loader
+
+    def no_shm(*args, **kwargs):
+        raise RuntimeError("DataLoader worker exited\nunable to allocate shared memory(shm) for file </torch_1>")
+    monkeypatch.setattr(loader, "torchvision_images_per_s", no_shm)
+    out = tmp_path / "loader.json"
+    assert loader.main(["--images", "32", "--classes", "2", "--sizes", "32", "--batch", "8", "--workers", "1",
+                        "--repeats", "1", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["complete"] and r["rows"][0]["ffcv_images_per_s"] > 0
+    assert r["rows"][0]["torchvision_images_per_s"] is None and "shared memory" in r["rows"][0]["torchvision_error"]
+    assert "torchvision at 32 px failed" in capsys.readouterr().err
+
+
+def test_peak_flops_by_device_name():
+    from bench.model import peak_for
+    for name, peak in (("NVIDIA H200", 989e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                       ("NVIDIA H200 NVL", 835e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A10", 125e12),
+                       ("NVIDIA L40S", 362e12), ("NVIDIA L40", 181e12), ("NVIDIA L4", 121e12), ("Tesla T4", None)):
+        assert peak_for(name) == peak, name
+
+
+def test_time_calls_times_windows_of_inner_calls():
+    import torch
+    from bench.timing import time_calls
+    calls = []
+    times = time_calls(lambda: calls.append(1), torch.device("cpu"), repeats=3, inner=4)
+    assert len(times) == 3 and len(calls) == 12 and all(t >= 0 for t in times)

@@ -62,6 +62,11 @@ def test_cli_prints_both_tables_and_rejects_a_bad_file(tmp_path, capsys):
     bad.write_text("{}")
     assert P.main(["--throughput", str(bad)]) == 2
     assert "expected bench.train's JSON" in capsys.readouterr().err
+    # a benchmark a time limit stopped part way: planned, with a warning
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False,
+                                "results": {"64": {"end_to_end": 40_000.0}}}))
+    assert P.main(["--config", "s16_24h", "--throughput", str(path)]) == 0
+    assert "is partial (measured at 64 px only)" in capsys.readouterr().err
 
 
 def test_progress_plan_stops_at_the_epoch_cap_as_the_trainer_does():
