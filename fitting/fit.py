@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -405,6 +406,19 @@ def _score(res: FitResult, x, y, x_heldout, y_heldout):
         if x_heldout is not None and len(x_heldout):
             res.n_heldout = len(x_heldout)
             res.rmsle_heldout = rmsle(predict(res.form, res.params, x_heldout), y_heldout)
+    res.reason = "; ".join(_remarks(res, len(np.unique(x))))
+
+
+def _remarks(res: FitResult, n_x: int) -> list[str]:
+    """What weakens an ok fit's extrapolation: no points to spare (an exact fit of a budget curve of 3-5
+    runs), or a slope held at the search's bound (|c| = C_MAX: the data asked for more)."""
+    k = bnsl.n_params(res.n_breaks) if res.form == "bnsl" else len(forms.PARAM_NAMES[res.form])
+    out = [f"{k} parameters for {n_x} distinct x: an exact fit, weak evidence for extrapolation"] if k >= n_x else []
+    at_bound = [name for name, v in res.params.items()
+                if re.fullmatch(r"c\d?", name) and abs(v) >= bnsl.C_MAX * (1 - 1e-6)]  # slopes: c, c0, c1, ...
+    if at_bound:
+        out.append(f"{', '.join(at_bound)} at the slope bound +-{bnsl.C_MAX:g}")
+    return out
 
 
 def fit(form: str, x, y, x_heldout=None, y_heldout=None, breaks="auto", cfg=None, backend="numba") -> FitResult:

@@ -267,6 +267,18 @@ def test_no_break_at_the_end_of_the_data_rules_the_extrapolation():
     assert r.rmsle_heldout < 0.1, r.rmsle_heldout
 
 
+def test_ok_fits_say_what_weakens_their_extrapolation():
+    """An exact fit (as many parameters as points: a budget curve of 3 runs) and a slope held at the search's
+    bound stay ok, with the reason saying so; a plain fit has no remark."""
+    x = np.array([10.0, 20.0, 40.0])
+    r = fit("m2", x, np.array([0.5, 0.4, 0.35]))
+    assert r.ok and r.reason == "3 parameters for 3 distinct x: an exact fit, weak evidence for extrapolation"
+    r = fit("m2", np.geomspace(1, 2, 8), np.geomspace(1, 2, 8) ** 25)
+    assert r.ok and r.params["c"] == pytest.approx(20.0) and r.reason == "c at the slope bound +-20"
+    x = np.geomspace(1e2, 1e8, 20)
+    assert fit("m2", x, forms.predict("m2", M_TRUE["m2"], x)).reason == ""
+
+
 def test_m4_prediction_solves_its_equation():
     p = M_TRUE["m4"]
     x = np.geomspace(1.0, 1e12, 50)
