@@ -68,7 +68,7 @@ INDEX = ".plots.json"  # the PNGs the last plot_all wrote in a folder
 
 def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, grid: bool = True,
              extend: float = 2.0) -> list[str]:
-    """One PNG per curve in out_dir, plus grid.png with all of them when grid is true; returns the paths.
+    """One PNG per curve in out_dir, plus grid.png with the first GRID_MAX when grid is true; returns the paths.
 
     The PNGs an earlier call wrote in out_dir that this one does not (curves gone or renamed) are
     removed, so a reused folder shows this fit only; other files are never touched."""
@@ -89,8 +89,11 @@ def plot_all(curves: list[Curve], results: list[list[FitResult]], out_dir: str, 
     return paths
 
 
+GRID_MAX = 48  # curves in grid.png (the first ones): 2,000 panels would make a 128,000 px image
+
+
 def _plot_all(curves, results, out_dir, grid, extend) -> list[str]:
-    paths, seen = [], {}
+    paths, seen = [], {"grid": 1}  # a curve named grid must not overwrite grid.png
     for c, rs in zip(curves, results):
         if c.error:
             continue
@@ -101,7 +104,7 @@ def _plot_all(curves, results, out_dir, grid, extend) -> list[str]:
         p = os.path.join(out_dir, name + ".png")
         plot_curve(c, rs, p, extend)
         paths.append(p)
-    ok = [(c, rs) for c, rs in zip(curves, results) if not c.error]
+    ok = [(c, rs) for c, rs in zip(curves, results) if not c.error][:GRID_MAX]
     if grid and len(ok) > 1:
         cols = min(4, len(ok))
         rows = math.ceil(len(ok) / cols)

@@ -55,10 +55,13 @@ def read_stream_tolerant(path: str) -> pa.Table:
 
 
 def read_table(path: str) -> pa.Table:
-    """Read a CSV (.csv/.tsv), Parquet (.parquet/.pq) or Arrow IPC file or stream (anything else)."""
+    """Read a CSV (.csv/.tsv, also compressed: .csv.gz, .tsv.bz2, ...), Parquet (.parquet/.pq) or Arrow IPC file
+    or stream (anything else)."""
     if not os.path.exists(path):
         raise TableError(f"{path}: no such file")
-    ext = os.path.splitext(path)[1].lower()
+    base, ext = os.path.splitext(path.lower())
+    if ext in (".gz", ".bz2", ".zst", ".lz4"):  # pyarrow's CSV reader decompresses by this suffix
+        ext = os.path.splitext(base)[1]
     try:
         if ext in (".csv", ".tsv"):
             opts = pcsv.ParseOptions(delimiter="\t" if ext == ".tsv" else ",")

@@ -1,5 +1,6 @@
 """fitting/: the BNSL form and kernels, parameter recovery, baselines, tables and bad input."""
 import math
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pytest
 from fitting import bnsl, forms
 from fitting.batch import fit_curve, fit_curves, results_table, summary
 from fitting.fit import FitError, SearchConfig, check_xy, fit, fit_bnsl_n, predict, rmsle
-from fitting.tables import TableError, curves_from_table, read_run, read_table
+from fitting.tables import Curve, TableError, curves_from_table, read_run, read_table
 
 
 def random_theta(rng, n, a_pos=True):
@@ -394,7 +395,9 @@ def test_read_table_formats(tmp_path):
         w.write_table(t)
     import pyarrow.csv as pcsv
     pcsv.write_csv(t, tmp_path / "t.csv")
-    for name in ("t.parquet", "f.arrow", "s.arrow", "t.csv"):
+    import gzip
+    (tmp_path / "t.CSV.gz").write_bytes(gzip.compress((tmp_path / "t.csv").read_bytes()))
+    for name in ("t.parquet", "f.arrow", "s.arrow", "t.csv", "t.CSV.gz"):
         got = read_table(str(tmp_path / name))
         assert got.num_rows == t.num_rows and got.column("err").to_pylist()[:3] == t.column("err").to_pylist()[:3]
     with pytest.raises(TableError, match="no such file"):
@@ -524,3 +527,17 @@ def test_runs_with_the_same_folder_name_get_names_that_tell_them_apart():
     from fitting.tables import run_names
     assert run_names(["runs/a/s10", "dup/s10", "runs/s20"]) == ["a/s10", "dup/s10", "s20"]
     assert run_names(["runs/a/s10", "runs/a/s10/", "./runs/a/s10"]) == ["s10"] * 3  # one run, three spellings
+
+
+def test_plots_keep_grid_png_apart_and_bounded(tmp_path, monkeypatch):
+    """A curve named grid gets grid_2.png (it overwrote grid.png); grid.png shows the first GRID_MAX curves
+    (2,000 panels made a 128,000 px image)."""
+    import matplotlib.image
+    from fitting import plots
+    x = np.geomspace(1e2, 1e6, 8)
+    curves = [Curve(key={"k": k}, x_fit=x, y_fit=0.1 + x ** -0.3, x_name="x", y_name="y") for k in ("grid", "b", "c")]
+    results = fit_curves(curves, ["m1"], workers=1)
+    monkeypatch.setattr(plots, "GRID_MAX", 2)
+    paths = plots.plot_all(curves, results, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == ["b.png", "c.png", "grid.png", "grid_2.png"]
+    assert matplotlib.image.imread(str(tmp_path / "grid.png")).shape[1] == round(4.2 * 2 * 80)  # 2 columns
