@@ -206,15 +206,22 @@ def read_run(run_dir: str, x: str = "images_seen", y: str = "error", holdout_fra
     path = os.path.join(run_dir, "evals.arrow")
     name = name or os.path.basename(os.path.normpath(run_dir))
     key = {"run": name}
+
+    def failed(why: str) -> Curve:
+        return Curve(key=key, x_fit=np.empty(0), y_fit=np.empty(0), x_name=x, y_name=y, error=f"run {name}: {why}")
+    if not os.path.isdir(run_dir):
+        return failed(f"{run_dir}: {'not a directory' if os.path.exists(run_dir) else 'no such directory'} "
+                      "(expected a trainer run directory)")
     try:
         table = read_table(path)
     except TableError as e:
-        return Curve(key=key, x_fit=np.empty(0), y_fit=np.empty(0), x_name=x, y_name=y, error=f"run {name}: {e}")
+        return failed(str(e))
+    if table.num_rows == 0:
+        return failed(f"{path}: no evaluations yet")
     src = {"error": "top1", "top5_error": "top5", "loss": "loss"}[y]
     for col in (x, src):
         if col not in table.column_names:
-            return Curve(key=key, x_fit=np.empty(0), y_fit=np.empty(0), x_name=x, y_name=y,
-                         error=f"run {name}: {path} has no column {col!r}")
+            return failed(f"{path} has no column {col!r}")
     xs, v = _numeric(table, x, path), _numeric(table, src, path)
     ys = 1.0 - v if y in ("error", "top5_error") else v
     keep = ~(np.isfinite(xs) & (xs <= 0))

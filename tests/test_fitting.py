@@ -433,7 +433,13 @@ def test_read_run_truncated_stream(tmp_path):
     c2 = read_run(str(run), "flops_seen", "loss")
     assert c2.error is None and c2.y_name == "loss"
     missing = read_run(str(tmp_path / "nope"))
-    assert missing.error and "nope" in missing.error
+    assert missing.error and "nope: no such directory (expected a trainer run directory)" in missing.error
+    (tmp_path / "afile").write_text("x")
+    assert "afile: not a directory" in read_run(str(tmp_path / "afile")).error
+    fresh = tmp_path / "fresh"  # a run that has written its log's schema, no evaluation yet
+    fresh.mkdir()
+    write_evals(fresh / "evals.arrow", n=-1, truncate=False)
+    assert read_run(str(fresh)).error == f"run fresh: {fresh / 'evals.arrow'}: no evaluations yet"
 
 
 # ---------------------------------------------------------------- refinement and break choice
