@@ -227,6 +227,15 @@ def rand_augment(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor, sig
     return x
 
 
+def allow_static_graphs(limit: int = 64) -> None:
+    """Let torch.compile keep `limit` static graphs per function (one per input shape: curriculum
+    sizes, eval sizes, partial batches) before it gives up compiling (torch's default: 8)."""
+    import torch._dynamo.config as dc
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
+        if hasattr(dc, name):
+            setattr(dc, name, max(getattr(dc, name), limit))
+
+
 # ----------------------------------------------------------------------------------------
 # Config
 
@@ -308,8 +317,10 @@ class BatchAugment:
         seed: seeds the device torch.Generator (per-sample draws) and the host NumPy
             generator (per-batch mixup/cutmix draws).
         compile: wrap the tensor parts in torch.compile. Default: True on CUDA, False
-            elsewhere. It compiles once per input shape (recompiling on the first size
-            change, then with dynamic sizes), not per step.
+            elsewhere. Static shapes (dynamic=False): one graph per input shape (a curriculum
+            size, the eval size and its last partial batch), each compiled once, not per step;
+            the code generated for one size is the code the CUDA tests check (a dynamic-shape
+            graph would be first generated on the GPU at the run's second size).
     """
 
     def __init__(self, cfg: AugmentConfig, num_classes: int, device: torch.device | str = "cpu",
@@ -337,8 +348,10 @@ class BatchAugment:
         if compile is None:
             compile = self.device.type == "cuda"
         self.compiled = bool(compile)
-        self._core = torch.compile(self._augment) if compile else self._augment
-        self._normalize = torch.compile(self._norm) if compile else self._norm
+        if compile:
+            allow_static_graphs()
+        self._core = torch.compile(self._augment, dynamic=False) if compile else self._augment
+        self._normalize = torch.compile(self._norm, dynamic=False) if compile else self._norm
 
     # -- tensor parts (pure functions of the input and the random draws; compiled) --------
 

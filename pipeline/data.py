@@ -39,6 +39,10 @@ def _stop_epoch(epoch) -> None:
     process: "terminate called without an active exception"). So: no further batch is started,
     and a final `put(None)` (FFCV's has no timeout) blocked on a full queue gets room. The wait is
     at most the batch in flight.
+
+    On CUDA the batches decoded ahead may still be copying to the device on FFCV's own streams,
+    which the main stream waits for only when a batch is handed out: those copies are waited for
+    here, before the epoch's buffers are dropped and their memory reused.
     """
     epoch.iter_ixes = iter(())  # no batch after the one in flight
     epoch.close()  # a put that times out on the full queue then returns
@@ -49,6 +53,9 @@ def _stop_epoch(epoch) -> None:
                 epoch.output_queue.get_nowait()
             except queue.Empty:
                 pass
+    for stream in getattr(epoch, "cuda_streams", None) or ():
+        if stream is not None:
+            stream.synchronize()
 
 DEFAULT_CROP_RATIO = 224 / 256  # centre crop of the val images, as in DeiT/ffcv-imagenet
 

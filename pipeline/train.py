@@ -229,10 +229,8 @@ def compiled_forward(net: nn.Module, rt: Runtime) -> Callable[[torch.Tensor], to
     """
     if not rt.compile:
         return net
-    import torch._dynamo.config as dc
-    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
-        if hasattr(dc, name):
-            setattr(dc, name, max(getattr(dc, name), 64))
+    from pipeline.augment import allow_static_graphs
+    allow_static_graphs()
     return torch.compile(net, dynamic=False)
 
 

@@ -224,3 +224,30 @@ print("layer", numba.threading_layer())
     p = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split()[-1] in ("tbb", "omp")
+
+
+def test_an_epoch_left_early_waits_for_its_device_copies():
+    """FFCV copies batches decoded ahead on its own CUDA streams; an epoch stopped early (a stage change)
+    waits for them before its buffers are dropped (else a copy could write into reused memory)."""
+    import queue
+    from pipeline.data import _stop_epoch
+
+    class Stream:
+        synced = 0
+
+        def synchronize(self):
+            self.synced += 1
+
+    class Epoch:  # FFCV's EpochIterator, as _stop_epoch uses it, with its thread already ended
+        iter_ixes, output_queue, closed = iter(range(5)), queue.Queue(2), False
+        cuda_streams = [Stream(), None, Stream()]
+
+        def close(self):
+            self.closed = True
+
+        def is_alive(self):
+            return False
+
+    e = Epoch()
+    _stop_epoch(e)
+    assert e.closed and list(e.iter_ixes) == [] and [s.synced for s in e.cuda_streams if s] == [1, 1]
