@@ -262,6 +262,18 @@ def test_resume_on_cuda(warm, tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_trainer_runs_compiled_on_cuda(warm, tmp_path):
+    """The whole trainer as a GPU run uses it (bench.train times steps only): the model compiled at two
+    stage sizes and in eval mode, the augmentation compiled, evaluations, checkpoints, the summary."""
+    s = T.train(det_cfg(warm, train__device="cuda", train__compile="on"), tmp_path / "run")
+    assert s["status"] == "ok" and s["steps"] == 12 and set(s["throughput_by_resolution"]) == {"16", "32"}
+    assert all(math.isfinite(r["loss"]) for r in rows(tmp_path / "run"))
+    assert s["final_top1"] is not None and math.isfinite(s["final_val_loss"])
+    assert ckpt.load_latest(tmp_path / "run" / "checkpoints") is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_cpu_checkpoint_continues_on_cuda(warm, tmp_path, monkeypatch):
     """train.device is resume-safe: a run stopped on the CPU (contiguous, fp32, plain AdamW)
     continues on CUDA (channels_last, bf16, fused AdamW, which checks that a parameter and its
