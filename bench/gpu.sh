@@ -47,10 +47,19 @@ else
     plan_args=(--config s16_24h)
 fi
 mkdir -p "$out"
-if ! python3 -c "import ffcv" 2>/dev/null; then
-    # without it the loader and train steps fail; the model, profile, usual and tests steps still run
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl ||
-        echo "WARNING: no FFCV wheel installed from .whl/ (run tools/gpu_wheels.sh here and carry .whl)"
+# The carried wheels (tools/gpu_wheels.sh) go first on the path: FFCV where it is missing, and the timm
+# tested here where the installed one is another version (its wheel is pure Python)
+carried_timm=$(ls .whl/timm-*.whl 2>/dev/null | sed -n 's/.*timm-\([^-]*\)-.*/\1/p' | head -1)
+wheels=()
+python3 -c "import ffcv" 2>/dev/null || wheels+=(.whl/*.whl)
+if [ ${#wheels[@]} = 0 ] && [ -n "$carried_timm" ] &&
+   [ "$(python3 -c 'import timm; print(timm.__version__)' 2>/dev/null)" != "$carried_timm" ]; then
+    wheels+=(.whl/timm-*.whl)
+fi
+if [ ${#wheels[@]} -gt 0 ]; then
+    # without FFCV the loader and train steps fail; the model, profile, usual and tests steps still run
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}" ||
+        echo "WARNING: not installed from .whl/: ${wheels[*]} (run tools/gpu_wheels.sh here and carry .whl)"
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}:$PWD PYTHONUNBUFFERED=1
@@ -76,8 +85,9 @@ run() {  # run NAME CMD...: time one step within what is left of BUDGET_S; keep 
     local name=$1 t0=$SECONDS rc left=$((budget - SECONDS))
     shift
     [[ $steps_wanted == *" $name "* ]] || return 0
-    case $name in plan|report) left=${caps[$name]} ;; esac  # seconds over what was measured: always run
-    [ "$left" -gt "${caps[$name]}" ] && left=${caps[$name]}
+    local cap=${caps[$name]:-$budget}
+    case $name in plan|report) left=$cap ;; esac  # seconds over what was measured: always run
+    [ "$left" -gt "$cap" ] && left=$cap
     if [ "$left" -lt 15 ]; then
         echo "SKIPPED (BUDGET_S=$budget spent): $name"; printf '%s\t0\tskipped\n' "$name" >> "$out/timings.tsv"
         failed=$((failed + 1)); return

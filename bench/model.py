@@ -133,7 +133,9 @@ def main(argv=None) -> dict:
         list(range(32, 225, 32)) if cuda else [32, 64])
     batch = args.batch or (256 if cuda else 16)
     repeats = args.repeats or (20 if cuda else 5)
-    inner = args.inner or (5 if cuda else 1)
+    inner = args.inner if args.inner is not None else (5 if cuda else 1)
+    if inner < 1 or repeats < 1:
+        p.error(f"--inner and --repeats must be >= 1, not {inner} and {repeats}")
     dtype = {'bf16': torch.bfloat16, 'fp32': torch.float32}[args.dtype or ('bf16' if cuda else 'fp32')]
     modes = args.modes.split(',')
     if cuda and cfg is None:
@@ -174,7 +176,7 @@ def main(argv=None) -> dict:
         for mode in modes:
             r = bench_size(net, compiled if mode == 'compiled' else net, size, batch, args.num_classes,
                            device, dtype, args.warmup, repeats, prepare, inner)
-            if peak:  # from the unrounded step time: a rounded MFU could pass a goal it missed
+            if peak:  # from the step time (0.1 us), not the rounded images/s: MFU to 6 decimals
                 r['mfu'] = round(flops * batch / (r['step_ms_median'] / 1e3) / peak, 6)
             row[mode] = r
         rows.append(row)

@@ -78,7 +78,7 @@ def collect(folder: Path) -> dict:
                         loader_prefetched=prefetched)
     for r in (loader or {}).get("rows", []):
         row(r["size"]).update(ffcv=r["ffcv_images_per_s"], imagefolder=r["torchvision_images_per_s"],
-                              beton_mode=r["mode"])
+                              beton_mode=r["mode"], imagefolder_error=r.get("torchvision_error"))
     for res, r in (usual or {}).get("results", {}).items():
         row(res)["usual"] = r["images_per_s"]
     table = [rows[k] for k in sorted(rows)]
@@ -224,13 +224,16 @@ def markdown(rep: dict) -> str:
         ffcv = n(r.get("ffcv")) + (f" ({r['beton_mode']})" if r.get("beton_mode") else "")
         lines.append(f"| {r['res']} | {bound} | {ratio(r, 'mfu', 'fraction', MFU_TARGET, None)} "
                      f"| {n(r.get('on_device'))} | {n(r.get('end_to_end'))} | {loader} | {ffcv} "
-                     f"| {n(r.get('imagefolder'))} | {n(r.get('usual'))} "
+                     f"| {'failed' if r.get('imagefolder_error') else n(r.get('imagefolder'))} | {n(r.get('usual'))} "
                      f"| {ratio(r, 'e2e_over_model', 'ratio', E2E_TARGET, 2)} "
                      f"| {ratio(r, 'e2e_over_on_device', 'ratio', None, 2)} "
                      f"| {ratio(r, 'e2e_over_usual', 'times', USUAL_TARGET, None)} |")
     if any(r.get("loader_from") for r in rep["rows"]):
         lines += ["", "loader alone: (bench.loader's) is bench.loader's FFCV figure, lower than bench.train's, "
                       "whose windows were mostly batches decoded ahead (prefetched)"]
+    for r in rep["rows"]:
+        if r.get("imagefolder_error"):
+            lines.append(f"\nImageFolder at {r['res']} px failed: {r['imagefolder_error']}")
     lines.append("")
     for t in rep["targets"]:
         if t["met"] is None:

@@ -91,14 +91,22 @@ def check_outputs(out: str, plots: str | None = None, *more: str | None, inputs:
         raise tables.TableError(f"{plots}: exists and is not a directory (--plots)")
 
 
+# What python -m pipeline.train writes in a run directory (README, "Output files"), and env-resume-K.json
+TRAINER_FILES = ("config.json", "env.json", "steps.arrow", "evals.arrow", "summary.json", "curves.png")
+
+
 def run_files(run_dirs: list[str]) -> tuple[str, ...]:
-    """Every entry of the run directories (logs, summary, config): outputs must not overwrite them."""
+    """The trainer's own files in the run directories (logs, summary, config, checkpoints): outputs must not
+    overwrite them. Other files there (an earlier fit's output) may be rewritten."""
     found = []
     for d in run_dirs:
-        try:
-            found += [os.path.join(d, name) for name in os.listdir(d)]
-        except OSError:  # not a directory: reading it says so
-            pass
+        for sub in ("", "checkpoints"):
+            try:
+                names = os.listdir(os.path.join(d, sub))
+            except OSError:  # not a directory: reading the run says so
+                continue
+            found += [os.path.join(d, sub, n) for n in names
+                      if sub or n in TRAINER_FILES or n.startswith("env-resume-")]
     return tuple(found)
 
 
@@ -116,7 +124,8 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--forms", type=_forms, default=",".join(ALL_FORMS), help="comma list of forms")
     p.add_argument("--breaks", type=_breaks, default="auto", help="auto (validation rule) or 0..3")
     p.add_argument("--workers", type=_workers, default=None,
-                   help="processes (default: 1 below 64 curves, else all cores; the Numba kernels use all cores)")
+                   help="processes (default: 1 below 64 curves, else the cores this process may use; the Numba kernels "
+                        "use all cores)")
     p.add_argument("--out", required=True, help="output Arrow IPC file")
     p.add_argument("--plots", default=None, help="directory for one PNG per curve and grid.png")
 
@@ -174,8 +183,7 @@ def main(argv=None) -> int:
         else:
             if not 0.0 <= args.holdout_frac < 1.0:
                 raise tables.TableError(f"--holdout-frac must be in [0, 1), not {args.holdout_frac}")
-            seen: set[str] = set()  # a run named twice is one curve
-            dirs = [d for d in args.run_dirs if not (os.path.realpath(d) in seen or seen.add(os.path.realpath(d)))]
+            dirs = tables.unique_runs(args.run_dirs)
             curves = [tables.read_run(d, args.x, args.y, args.holdout_frac, name=n)
                       for d, n in zip(dirs, tables.run_names(dirs))]
     except tables.TableError as e:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from fitting.fit import FitResult
-from fitting.tables import Curve, TableError, _mean_by_x, check_curve
+from fitting.tables import Curve, TableError, _mean_by_x, check_curve, unique_runs
 
 BUDGET_X = ("budget_s", "images_seen", "flops_seen", "epochs")
 BUDGET_Y = {"error": "final_top1", "top5_error": "final_top5", "loss": "final_val_loss"}
@@ -181,12 +181,8 @@ def budget_curves(run_dirs: list[str], x: str = "budget_s", y: str = "error",
     _check_axes(x, y)  # so that every TableError below is one run's
     if n_check < 0:
         raise TableError(f"--check must be >= 0, not {n_check}")
-    points, skipped, seen = [], [], set()
-    for d in run_dirs:
-        real = os.path.realpath(d)
-        if real in seen:  # the same run named twice would weigh twice
-            continue
-        seen.add(real)
+    points, skipped = [], []
+    for d in unique_runs(run_dirs):
         try:
             points.append(read_point(d, x, y))
         except TableError as e:
@@ -293,5 +289,6 @@ def format_report(curves: list[BudgetCurve], checks, fulls, multiples: list[floa
                 lines.append(f"    {r.form:<5} failed: {r.reason}")
                 continue
             vals = "  ".join(_show(y_name, float(r.predict([top * m])[0])).rjust(14) for m in multiples)
-            lines.append(f"    {r.form:<5} {'' if r.n_breaks is None else r.n_breaks:>2} {vals}")
+            note = f"  ({r.reason})" if r.reason else ""  # an exact fit, a slope at its bound
+            lines.append(f"    {r.form:<5} {'' if r.n_breaks is None else r.n_breaks:>2} {vals}{note}")
     return "\n".join(lines)

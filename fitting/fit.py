@@ -103,6 +103,8 @@ class FitResult:
         if self.val_rmsle:
             lines.append("  validation RMSLE by breaks: "
                          + ", ".join(f"{n}: {v:.5f}" for n, v in self.val_rmsle.items()))
+        if self.reason:  # what weakens the extrapolation (_remarks)
+            lines.append(f"  note: {self.reason}")
         return "\n".join(lines)
 
 

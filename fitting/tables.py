@@ -169,6 +169,15 @@ RUN_X = ("images_seen", "flops_seen", "wall_s", "step")
 RUN_Y = ("error", "top5_error", "loss")
 
 
+def unique_runs(run_dirs: list[str]) -> list[str]:
+    """The run directories in order, each once (runs/a, runs/a/ and x/../runs/a are one run: named twice,
+    it would weigh twice)."""
+    first: dict[str, str] = {}
+    for d in run_dirs:
+        first.setdefault(os.path.realpath(d), d)
+    return list(first.values())
+
+
 def run_names(run_dirs: list[str]) -> list[str]:
     """A name per run directory: its last path part, or as many trailing parts as tell it apart from
     the others (runs/a/s10 and dup/s10 -> a/s10, dup/s10)."""

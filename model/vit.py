@@ -76,7 +76,8 @@ class LocalityViT(VisionTransformer):
         """timm's init modes (``''``: trunc_normal std 0.02 on Linear weights, zero biases), plus ``'xavier'``:
         the authors' init (github.com/BorealisAI/efficient-vit-training, models_vit/vision_transformer_all.py:
         timm's 2021 ``init_weights('')``, whose ``self.apply`` passes no module names, so the head is not
-        zeroed). xavier_normal_ on every Linear weight (attention, MLP, head), PyTorch's defaults for biases,
+        zeroed). xavier_normal_ on every Linear weight (attention's q, k and v each as its own D x D layer, as
+        theirs are; projection, MLP, head), PyTorch's defaults for biases,
         convolutions and norms, and xavier_normal_ on the class token (std ~0.051 for ViT-S) and the position
         embedding (its fan-in counts every token: std ~0.005)."""
         if (mode or self.weight_init_mode) != 'xavier':
@@ -89,6 +90,11 @@ class LocalityViT(VisionTransformer):
                 m.reset_parameters()  # in place: the locality conv keeps its channels-last weight
             if isinstance(m, nn.Linear):
                 nn.init.xavier_normal_(m.weight)
+        with torch.no_grad():  # their q, k and v are three Linear(D, D) (Attention_separate): one init each
+            for m in self.modules():
+                if isinstance(m, Attention):
+                    for w in m.qkv.weight.chunk(3):
+                        nn.init.xavier_normal_(w)
 
     @property
     def patch_size(self) -> Tuple[int, int]:

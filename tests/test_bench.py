@@ -2,6 +2,8 @@
 import json
 import math
 
+import pytest
+
 from bench import step_profile, usual
 
 
@@ -187,9 +189,14 @@ def test_peak_flops_by_device_name():
         assert peak_for(name) == peak, name
 
 
-def test_time_calls_times_windows_of_inner_calls():
+def test_time_calls_times_windows_of_inner_calls(monkeypatch):
+    """Each timing covers `inner` calls and gives ms per call: with a clock that moves 10 ms per call, 10."""
     import torch
-    from bench.timing import time_calls
-    calls = []
-    times = time_calls(lambda: calls.append(1), torch.device("cpu"), repeats=3, inner=4)
-    assert len(times) == 3 and len(calls) == 12 and all(t >= 0 for t in times)
+    from bench import timing
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def call():
+        clock[0] += 0.010
+    times = timing.time_calls(call, torch.device("cpu"), repeats=3, inner=4)
+    assert times == pytest.approx([10.0, 10.0, 10.0]) and clock[0] == pytest.approx(0.12)

@@ -129,3 +129,11 @@ def test_an_eager_model_bound_is_marked(tmp_path, capsys):
     assert "eager, not compiled" in t["model bound MFU at 224 px"]["note"]
     assert "eager, not compiled" in t["end to end / model bound at 224 px"]["note"]
     assert "| 224 | 2,000 (eager) |" in out
+
+
+def test_a_failed_imagefolder_loader_is_shown_with_its_error(tmp_path, capsys):
+    _write(tmp_path, loader_bench={"batch": 1024, "rows": [
+        {"size": 224, "mode": "jpg", "ffcv_images_per_s": 20000.0, "torchvision_images_per_s": None,
+         "speedup": None, "torchvision_error": "unable to allocate shared memory"}]})
+    _, out = _run(tmp_path, capsys)
+    assert "| failed |" in out and "ImageFolder at 224 px failed: unable to allocate shared memory" in out

@@ -274,6 +274,7 @@ def test_ok_fits_say_what_weakens_their_extrapolation():
     x = np.array([10.0, 20.0, 40.0])
     r = fit("m2", x, np.array([0.5, 0.4, 0.35]))
     assert r.ok and r.reason == "3 parameters for 3 distinct x: an exact fit, weak evidence for extrapolation"
+    assert r.report().endswith("note: " + r.reason)
     r = fit("m2", np.geomspace(1, 2, 8), np.geomspace(1, 2, 8) ** 25)
     assert r.ok and r.params["c"] == pytest.approx(20.0) and r.reason == "c at the slope bound +-20"
     x = np.geomspace(1e2, 1e8, 20)

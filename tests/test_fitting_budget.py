@@ -214,6 +214,9 @@ def test_budget_output_paths_refused_before_fitting(tmp_path, capsys):
         assert main(argv) == 2
         assert "is an input (the table, or a run directory's own file)" in capsys.readouterr().err
     assert open(os.path.join(dirs[0], "summary.json")).read() == summary
+    # an output of ours in a run directory is no input: the same command runs again
+    for _ in range(2):
+        assert main(["budget", *dirs, "--forms", "m1", "--check", "0", "--out", os.path.join(dirs[0], "b.arrow")]) == 0
     assert main(["budget", *dirs, "--out", str(tmp_path / "afile" / "sub" / "o.arrow")]) == 2
     assert f"{tmp_path / 'afile'} is not a directory" in capsys.readouterr().err
     (tmp_path / "empty.csv").write_text("x,y\n")

@@ -81,11 +81,13 @@ def test_xavier_init_is_the_authors():
     torch.manual_seed(0)
     net = timm.create_model('vitday_small_patch16_local', weight_init='xavier')
     timm_net = timm.create_model('vitday_small_patch16_local')
-    for name, (fan_in, fan_out) in {'blocks.0.attn.qkv': (384, 1152), 'blocks.5.mlp.fc1': (384, 1536),
-                                    'blocks.11.mlp.fc2': (1536, 384), 'head': (384, 1000)}.items():
+    for name, (fan_in, fan_out) in {'blocks.5.mlp.fc1': (384, 1536), 'blocks.11.mlp.fc2': (1536, 384),
+                                    'blocks.0.attn.proj': (384, 384), 'head': (384, 1000)}.items():
         w = net.get_submodule(name).weight
         assert w.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.03), name
         assert timm_net.get_submodule(name).weight.std().item() == pytest.approx(0.02, rel=0.03), name
+    for w in net.blocks[0].attn.qkv.weight.chunk(3):  # the authors' q, k, v: three Linear(384, 384)
+        assert w.std().item() == pytest.approx((2 / (384 + 384)) ** 0.5, rel=0.03)
     bias = net.blocks[3].attn.proj.bias
     assert bias.abs().max().item() <= 384 ** -0.5 and bias.std().item() == pytest.approx((3 * 384) ** -0.5, rel=0.15)
     assert (timm_net.blocks[3].attn.proj.bias == 0).all()
