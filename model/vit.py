@@ -77,9 +77,9 @@ class LocalityViT(VisionTransformer):
         the authors' init (github.com/BorealisAI/efficient-vit-training, models_vit/vision_transformer_all.py:
         timm's 2021 ``init_weights('')``, whose ``self.apply`` passes no module names, so the head is not
         zeroed). xavier_normal_ on every Linear weight (attention's q, k and v each as its own D x D layer, as
-        theirs are; projection, MLP, head), PyTorch's defaults for biases,
-        convolutions and norms, and xavier_normal_ on the class token (std ~0.051 for ViT-S) and the position
-        embedding (its fan-in counts every token: std ~0.005)."""
+        theirs are; projection, MLP, head), PyTorch's defaults for biases, convolutions and norms, and
+        xavier_normal_ on the class token (std ~0.051 for ViT-S) and the position embedding (its fan-in counts
+        every token: std ~0.005)."""
         if (mode or self.weight_init_mode) != 'xavier':
             return super().init_weights(mode, needs_reset)
         for p in (self.pos_embed, self.cls_token, self.reg_token):
@@ -90,11 +90,10 @@ class LocalityViT(VisionTransformer):
                 m.reset_parameters()  # in place: the locality conv keeps its channels-last weight
             if isinstance(m, nn.Linear):
                 nn.init.xavier_normal_(m.weight)
-        with torch.no_grad():  # their q, k and v are three Linear(D, D) (Attention_separate): one init each
-            for m in self.modules():
-                if isinstance(m, Attention):
-                    for w in m.qkv.weight.chunk(3):
-                        nn.init.xavier_normal_(w)
+        for m in self.modules():  # after the Linear loop, which visits each qkv after its Attention
+            if isinstance(m, Attention):  # their q, k and v are three Linear(D, D) (Attention_separate)
+                for w in m.qkv.weight.chunk(3):
+                    nn.init.xavier_normal_(w)  # in place on each third (init runs under no_grad)
 
     @property
     def patch_size(self) -> Tuple[int, int]:
