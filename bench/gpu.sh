@@ -15,11 +15,11 @@
 # OUT/timings.tsv records every step's seconds and exit code; the exit code is the number of
 # failed or skipped steps. STEPS="loader train" runs a subset (the loader step makes the data
 # the train and usual steps read); BUDGET_S (520) bounds the measuring steps, in the order of
-# what the issue needs most: a step gets the least of its cap (CAPS below: a step that hangs
-# cannot starve the rest) and what is left (killed at that, exit 124, keeping the sizes done),
-# and none starts with under 15 s; plan and report always run, on what was measured (30 s each
-# at most), so with ~20 s of set-up the command ends within ~600 s, the device tool's limit (and
-# both can be run again here from the archived JSON). With $OUT set, the results are archived
+# what the issue needs most, counted from the script's start (set-up included): a step gets the
+# least of its cap (`caps` below: a step that hangs cannot starve the rest) and what is left
+# (killed at that, exit 124, keeping the sizes done), and none starts with under 15 s; plan and
+# report always run, on what was measured (30 s each at most), so the command ends within ~600 s,
+# the device tool's limit (and both can be run again here from the archived JSON). With $OUT set, the results are archived
 # there after every step. SMOKE=1 runs every step at toy sizes on the CPU (tests/test_bench.py
 # does, so the script is tested before a GPU is lent).
 set -uo pipefail
